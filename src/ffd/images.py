@@ -1,0 +1,63 @@
+"""Read any image file a user may hand us as an RGB uint8 tensor (C, H, W).
+
+One decoder for the whole project (training data, segmentation, prediction) so that every part
+sees the same pixels: torchvision.io, EXIF orientation applied, grayscale / RGBA / CMYK / 16-bit
+inputs converted to 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+
+# File signatures of the formats torchvision.io decodes; anything else is not an image to us.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
+
+
+class UnreadableImageError(ValueError):
+    """A file that is not a decodable image (empty, truncated, corrupt or another format)."""
+
+
+def looks_like_image(path: str | Path) -> bool:
+    """Cheap check (first bytes only) used when indexing thousands of files."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return False
+    if head.startswith(b"RIFF") and head[8:12] != b"WEBP":
+        return False
+    return any(head.startswith(magic) for magic in _MAGIC)
+
+
+def decode_rgb(data: torch.Tensor, source: str | Path = "<bytes>") -> torch.Tensor:
+    """Decode encoded bytes (a 1-D uint8 tensor) to an RGB uint8 tensor of shape (3, H, W)."""
+    if data.numel() == 0:
+        raise UnreadableImageError(f"{source}: the file is empty (0 bytes); delete it or replace it.")
+    try:
+        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except (RuntimeError, ValueError) as error:
+        raise UnreadableImageError(
+            f"{source}: cannot be decoded as an image ({error}). It is truncated, corrupt or not a "
+            "JPEG/PNG/BMP/GIF/WebP file; re-download or re-export it, or remove it from the folder."
+        ) from error
+    if image.dtype == torch.uint16:  # 16-bit PNG: keep the 8 most significant bits
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    elif image.dtype != torch.uint8:
+        raise UnreadableImageError(f"{source}: unsupported pixel type {image.dtype}; save it as 8-bit.")
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise UnreadableImageError(f"{source}: decoded to shape {tuple(image.shape)}, expected (3, H, W).")
+    return image
+
+
+def read_rgb(path: str | Path) -> torch.Tensor:
+    """Read an image file as RGB uint8 (3, H, W); raises UnreadableImageError naming the file."""
+    try:
+        data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+    except OSError as error:
+        raise UnreadableImageError(f"{path}: cannot be read ({error.strerror}).") from error
+    return decode_rgb(data, path)
