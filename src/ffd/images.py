@@ -7,10 +7,16 @@ inputs converted to 8-bit RGB.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 from torchvision.io import ImageReadMode, decode_image
+
+# torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec, warning on every call.
+# They are still the fastest decoder we can depend on; this module is the one place to switch later.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
@@ -57,7 +63,9 @@ def decode_rgb(data: torch.Tensor, source: str | Path = "<bytes>") -> torch.Tens
 def read_rgb(path: str | Path) -> torch.Tensor:
     """Read an image file as RGB uint8 (3, H, W); raises UnreadableImageError naming the file."""
     try:
-        data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+        raw = Path(path).read_bytes()
     except OSError as error:
         raise UnreadableImageError(f"{path}: cannot be read ({error.strerror}).") from error
+    # torch.frombuffer refuses an empty buffer; decode_rgb reports an empty file clearly.
+    data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
     return decode_rgb(data, path)

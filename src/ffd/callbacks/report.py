@@ -1,0 +1,125 @@
+"""Lightning callback that turns a test run into the report (see ``ffd.report``) and lists bad files.
+
+It gathers the test predictions of every rank, and rank 0 alone writes; the figures also go to
+TensorBoard, and ``hp_metric`` is set to the test AUROC so the hparams tab ranks runs by it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch.loggers import TensorBoardLogger
+from rich.console import Console
+from rich.table import Table
+
+from ffd.report import Predictions, write_report
+
+log = logging.getLogger(__name__)
+
+
+def _gather(items: list[Any], trainer: L.Trainer) -> list[Any]:
+    """All ranks' lists, concatenated (a no-op on one process)."""
+    if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return items
+    gathered: list[list[Any]] = [[] for _ in range(trainer.world_size)]
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
+
+
+class ReportWriter(L.Callback):
+    """Collect test predictions and unreadable files; write ``report/`` when the test epoch ends.
+
+    Args:
+        output_dir: where metrics.json, predictions.csv, bad_files.txt and the PNGs go.
+        threshold: P(fake) at or above which an image is called fake.
+        verdict_images: how many test images the verdicts.png grid shows.
+    """
+
+    def __init__(self, output_dir: str | Path, threshold: float = 0.5, verdict_images: int = 16) -> None:
+        self.output_dir = Path(output_dir)
+        self.threshold = threshold
+        self.verdict_images = verdict_images
+        self.bad_files: set[tuple[str, str]] = set()
+        self._rows: list[tuple[str, int, float]] = []
+        self.summary: dict[str, Any] | None = None
+
+    def _collect_bad(self, batch: Any) -> None:
+        if isinstance(batch, dict):
+            self.bad_files.update((str(path), str(reason)) for path, reason in batch.get("bad", ()))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._collect_bad(batch)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect_bad(batch)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect_bad(batch)
+        if not outputs:
+            return
+        logits = outputs["logits"].float().cpu().tolist()
+        labels = outputs["labels"].int().cpu().tolist()
+        paths = outputs["paths"] or [f"#{batch_idx}:{i}" for i in range(len(labels))]
+        self._rows.extend(zip(paths, labels, logits, strict=True))
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rows = _gather(self._rows, trainer)
+        datamodule = getattr(trainer, "datamodule", None)
+        bad = set(_gather(sorted(self.bad_files), trainer)) | set(getattr(datamodule, "bad_files", None) or ())
+        if not trainer.is_global_zero or not rows:
+            return
+        paths, labels, logits = zip(*rows, strict=True)
+        predictions = Predictions(list(paths), np.asarray(labels), np.asarray(logits)).deduplicated()
+        describe = getattr(pl_module, "describe", None)
+        summary_of_data = getattr(datamodule, "summary", None)
+        self.summary, figures = write_report(
+            self.output_dir,
+            predictions,
+            threshold=self.threshold,
+            model=describe() if callable(describe) else {"class": type(pl_module).__name__},
+            data=summary_of_data() if callable(summary_of_data) else {},
+            bad_files=sorted(bad),
+            extra={"checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None},
+            verdict_images=self.verdict_images,
+        )
+        self._to_tensorboard(trainer, figures)
+        for fig in figures.values():
+            plt.close(fig)
+        self._print(self.summary)
+
+    def _to_tensorboard(self, trainer: L.Trainer, figures: dict[str, Any]) -> None:
+        assert self.summary is not None
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                for name, fig in figures.items():
+                    logger.experiment.add_figure(f"report/{name}", fig, global_step=trainer.global_step)
+                auroc = self.summary["metrics"]["auroc"]
+                logger.experiment.add_scalar("hp_metric", torch.tensor(auroc), trainer.global_step)
+                logger.experiment.flush()
+
+    def _print(self, summary: dict[str, Any]) -> None:
+        counts = summary["counts"]
+        table = Table(title=f"Test report: {counts['images']} images ({counts['real']} real, "
+                            f"{counts['fake']} fake), threshold {summary['threshold']:g}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in summary["metrics"].items():
+            table.add_row(name, f"{value:.4f}")
+        table.add_row("unreadable files skipped", str(counts["unreadable_skipped"]))
+        console = Console()
+        console.print(table)
+        console.print(f"Report written to [bold]{self.output_dir}[/bold]")
+        log.info("Test metrics: %s", summary["metrics"])

@@ -1,0 +1,195 @@
+"""DeepfakeClassifier: the one LightningModule for every ffd detector.
+
+The network is described by plain data (``{"name": "densenet", ...}``) and built through
+``ffd.models.create_net``, so a checkpoint carries everything needed to rebuild it and loads with
+``torch.load(weights_only=True)``: no pickled code, no Hydra config needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryAveragePrecision,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
+)
+
+from ffd.models import create_net
+
+
+def _metrics(prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "accuracy": BinaryAccuracy(),
+            "precision": BinaryPrecision(),
+            "recall": BinaryRecall(),
+            "f1": BinaryF1Score(),
+            "auroc": BinaryAUROC(),
+            "auprc": BinaryAveragePrecision(),
+        },
+        prefix=prefix,
+    )
+
+
+class DeepfakeClassifier(L.LightningModule):
+    """Binary real (0) / fake (1) classifier over a network that returns one logit per image.
+
+    Args:
+        net: the network's description for ``create_net``, e.g. ``{"name": "vit", "image_size": 128}``.
+        optimizer: AdamW settings (``lr``, ``weight_decay``, ``betas``).
+        scheduler: ``{"name": "plateau", ...}`` (ReduceLROnPlateau on ``val/auroc``; it also scales the
+            parameter groups that fine-tuning adds later), ``{"name": "cosine", "warmup_epochs": ...,
+            "min_lr_factor": ...}`` (per-epoch cosine with linear warm-up) or ``None``.
+    """
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = create_net(**net)
+        self.criterion = nn.BCEWithLogitsLoss()
+        self.train_metrics = _metrics("train/")
+        self.val_metrics = _metrics("val/")
+        self.test_metrics = _metrics("test/")
+
+    @property
+    def net_name(self) -> str:
+        return str(self.hparams["net"]["name"])
+
+    @property
+    def image_size(self) -> int | None:
+        return self.hparams["net"].get("image_size")
+
+    def forward(self, images: Tensor) -> Tensor:
+        """RGB images, uint8 or float in 0..255, (B, 3, H, W) -> logits (B,)."""
+        return self.net(images)
+
+    def _step(self, batch: Mapping[str, Any], stage: str, metrics: MetricCollection) -> dict[str, Any] | None:
+        images, labels = batch["image"], batch["label"]
+        if images.shape[0] == 0:  # every file of this batch was unreadable; the report lists them
+            return None
+        logits = self(images)
+        loss = self.criterion(logits, labels)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, sync_dist=True,
+                 batch_size=labels.shape[0], prog_bar=stage != "test")
+        if stage == "train" and hasattr(self.net, "regularization_loss"):
+            loss = loss + self.net.regularization_loss()
+        metrics.update(logits.detach(), labels.int())
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=labels.shape[0])
+        return {"loss": loss, "logits": logits.detach(), "labels": labels, "paths": batch.get("path")}
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        return self._step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        return self._step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        return self._step(batch, "test", self.test_metrics)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        return torch.sigmoid(self(batch["image"]))
+
+    def configure_optimizers(self) -> Any:
+        settings = dict(self.hparams.get("optimizer") or {})
+        # Only what is trainable now: fine-tuning callbacks add the frozen layers later as their own group.
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=settings.get("lr", 1e-3),
+            weight_decay=settings.get("weight_decay", 0.0),
+            betas=tuple(settings.get("betas", (0.9, 0.999))),
+        )
+        schedule = dict(self.hparams.get("scheduler") or {})
+        name = schedule.pop("name", None)
+        if name in (None, "none"):
+            return optimizer
+        if name == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=schedule.get("factor", 0.5), patience=schedule.get("patience", 2)
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/auroc"}}
+        if name == "cosine":
+            return {"optimizer": optimizer, "lr_scheduler": self._cosine(optimizer, **schedule)}
+        raise ValueError(f"model.scheduler.name={name!r} is not one of: plateau, cosine, none.")
+
+    def _cosine(
+        self, optimizer: torch.optim.Optimizer, warmup_epochs: int = 0, min_lr_factor: float = 0.01
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        total = max(int(self.trainer.max_epochs or 1), 1)
+
+        def factor(epoch: int) -> float:
+            if epoch < warmup_epochs:
+                return (epoch + 1) / (warmup_epochs + 1)
+            progress = (epoch - warmup_epochs) / max(total - warmup_epochs, 1)
+            cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+            return min_lr_factor + (1.0 - min_lr_factor) * cosine
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def describe(self) -> dict[str, Any]:
+        """What the report says about the model."""
+        return {
+            "name": self.net_name,
+            "net": dict(self.hparams["net"]),
+            "parameters": sum(p.numel() for p in self.parameters()),
+            "image_size": self.image_size,
+        }
+
+
+class CheckpointError(ValueError):
+    """A file that is not an ffd checkpoint, or not the model that was asked for."""
+
+
+def load_classifier(path: str | Path, expected_net: str | None = None) -> DeepfakeClassifier:
+    """Rebuild a DeepfakeClassifier from a checkpoint written by ``ffd.train``, safely.
+
+    Loaded with ``weights_only=True``; ImageNet weights are not fetched (the checkpoint has them all).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint {path} does not exist. Pass ckpt_path=PATH to a .ckpt written by ffd.train "
+            "(in outputs/train/<timestamp>/checkpoints/)."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure here means "not a checkpoint we can read"
+        raise CheckpointError(
+            f"{path} cannot be read as a PyTorch checkpoint ({type(error).__name__}: {error}). ffd loads "
+            "checkpoints with weights_only=True and never runs pickled code; pass a .ckpt written by ffd.train."
+        ) from error
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    net = hparams.get("net") if isinstance(hparams, dict) else None
+    if not isinstance(net, dict) or "name" not in net or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{path} is not an ffd checkpoint (no ffd network description in its hyper-parameters). Pass a "
+            ".ckpt written by ffd.train."
+        )
+    if expected_net is not None and net["name"] != expected_net:
+        raise CheckpointError(
+            f"{path} holds a {net['name']!r} model, not the {expected_net!r} that was asked for: drop the "
+            f"model override or pass model={net['name']}."
+        )
+    net = {**net, "pretrained": False, "weights": None} if "pretrained" in net else dict(net)
+    model = DeepfakeClassifier(net=net, optimizer=hparams.get("optimizer"), scheduler=hparams.get("scheduler"))
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: the weights do not fit the {net['name']!r} network: {error}") from error
+    return model

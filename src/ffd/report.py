@@ -1,0 +1,221 @@
+"""The test report: metrics.json, predictions.csv, bad_files.txt and the figures a person looks at.
+
+Everything here is computed from one table of predictions (path, label, logit), so the figures, the
+CSV and the JSON always agree with each other.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torchmetrics.functional import classification as tmf  # noqa: E402
+
+from ffd import LABELS  # noqa: E402
+from ffd.images import UnreadableImageError, read_rgb  # noqa: E402
+
+REAL_COLOUR, FAKE_COLOUR = "#2b8cbe", "#e34a33"
+
+
+@dataclass
+class Predictions:
+    """One row per image; label 0 = real, 1 = fake; the logit is of P(fake)."""
+
+    paths: list[str]
+    labels: np.ndarray
+    logits: np.ndarray
+
+    @property
+    def probs(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.logits.astype(np.float64)))
+
+    def deduplicated(self) -> Predictions:
+        """Drop repeated paths (a distributed sampler pads the last batch with copies)."""
+        _, first = np.unique(np.asarray(self.paths), return_index=True)
+        keep = np.sort(first)
+        return Predictions([self.paths[i] for i in keep], self.labels[keep], self.logits[keep])
+
+
+def verdict(prob_fake: float, threshold: float = 0.5) -> tuple[str, float]:
+    """('fake' or 'real', confidence = the probability of the predicted class)."""
+    is_fake = prob_fake >= threshold
+    return (LABELS[1], prob_fake) if is_fake else (LABELS[0], 1.0 - prob_fake)
+
+
+def compute_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Loss, accuracy, precision, recall, F1, AUROC and AUPRC of P(fake) against the labels."""
+    target = torch.as_tensor(labels, dtype=torch.long)
+    logit = torch.as_tensor(logits, dtype=torch.float64)
+    prob = torch.sigmoid(logit)
+    both_classes = target.unique().numel() == 2
+    return {
+        "loss": torch.nn.functional.binary_cross_entropy_with_logits(logit, target.double()).item(),
+        "accuracy": tmf.binary_accuracy(prob, target, threshold).item(),
+        "precision": tmf.binary_precision(prob, target, threshold).item(),
+        "recall": tmf.binary_recall(prob, target, threshold).item(),
+        "f1": tmf.binary_f1_score(prob, target, threshold).item(),
+        "auroc": tmf.binary_auroc(prob, target).item() if both_classes else math.nan,
+        "auprc": tmf.binary_average_precision(prob, target).item() if both_classes else math.nan,
+    }
+
+
+def confusion_figure(labels: np.ndarray, probs: np.ndarray, threshold: float) -> Figure:
+    matrix = tmf.binary_confusion_matrix(torch.as_tensor(probs), torch.as_tensor(labels).long(), threshold)
+    matrix = matrix.numpy()
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
+    ax.imshow(matrix, cmap="Blues")
+    names = [LABELS[0], LABELS[1]]
+    ax.set_xticks([0, 1], names)
+    ax.set_yticks([0, 1], names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    row_totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
+    for (row, col), count in np.ndenumerate(matrix):
+        share = count / row_totals[row, 0]
+        colour = "white" if count > matrix.max() / 2 else "black"
+        ax.text(col, row, f"{count}\n{share:.1%}", ha="center", va="center", color=colour, fontsize=11)
+    ax.set_title(f"Confusion matrix (threshold {threshold:g})")
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(labels: np.ndarray, probs: np.ndarray, auroc: float) -> Figure:
+    fpr, tpr, _ = tmf.binary_roc(torch.as_tensor(probs), torch.as_tensor(labels).long())
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
+    ax.plot(fpr.numpy(), tpr.numpy(), color=FAKE_COLOUR, lw=2, label=f"AUROC = {auroc:.4f}")
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
+    ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate (fake caught)",
+           title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def pr_figure(labels: np.ndarray, probs: np.ndarray, auprc: float) -> Figure:
+    precision, recall, _ = tmf.binary_precision_recall_curve(
+        torch.as_tensor(probs), torch.as_tensor(labels).long()
+    )
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
+    ax.plot(recall.numpy(), precision.numpy(), color=FAKE_COLOUR, lw=2, label=f"AUPRC = {auprc:.4f}")
+    ax.axhline(float(np.mean(labels)), color="grey", lw=1, ls="--", label="share of fakes")
+    ax.set(xlabel="recall (fakes caught)", ylabel="precision (flagged that are fake)",
+           title="Precision-recall curve (fake = positive)", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def pick_verdict_examples(labels: np.ndarray, probs: np.ndarray, threshold: float, count: int) -> list[int]:
+    """The most confident mistakes first (they are what a person wants to see), then correct ones spread
+    over the confidence range; deterministic."""
+    predicted = (probs >= threshold).astype(int)
+    confidence = np.where(predicted == 1, probs, 1.0 - probs)
+    wrong = np.flatnonzero(predicted != labels)
+    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][: count // 2]
+    right = np.flatnonzero(predicted == labels)
+    right = right[np.argsort(confidence[right], kind="stable")]
+    take = min(count - len(wrong), len(right))
+    spread = right[np.linspace(0, len(right) - 1, take).round().astype(int)] if take > 0 else right[:0]
+    return [int(i) for i in np.concatenate([wrong, np.unique(spread)])]
+
+
+def verdicts_figure(predictions: Predictions, threshold: float, count: int = 16) -> Figure:
+    """A grid of test images with true class, predicted class and confidence, as in the reference."""
+    probs = predictions.probs
+    chosen = pick_verdict_examples(predictions.labels, probs, threshold, count)
+    columns = min(4, max(len(chosen), 1))
+    rows = max(math.ceil(len(chosen) / columns), 1)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, index in zip(axes.flat, chosen, strict=False):
+        path = predictions.paths[index]
+        try:
+            ax.imshow(read_rgb(path).permute(1, 2, 0).numpy(), interpolation="nearest")
+        except UnreadableImageError:
+            ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
+        truth = LABELS[int(predictions.labels[index])]
+        said, confidence = verdict(float(probs[index]), threshold)
+        colour = "#1a9850" if said == truth else "#d73027"
+        ax.set_title(f"true {truth} · said {said}\n{confidence:.1%} sure · {Path(path).parent.name}/{Path(path).name}",
+                     fontsize=8.5, color=colour)
+    fig.suptitle("Test verdicts (green: right, red: wrong; most confident mistakes first)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_predictions_csv(path: Path, predictions: Predictions, threshold: float) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "p_fake", "verdict", "confidence"])
+        for file, label, prob in zip(predictions.paths, predictions.labels, predictions.probs, strict=True):
+            said, confidence = verdict(float(prob), threshold)
+            writer.writerow([file, int(label), f"{prob:.6f}", said, f"{confidence:.6f}"])
+
+
+def write_bad_files(path: Path, bad_files: Sequence[tuple[str, str]]) -> None:
+    lines = [f"# {len(bad_files)} unreadable file(s) skipped: path<TAB>reason"]
+    lines += [f"{file}\t{reason}" for file, reason in sorted(set(bad_files))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_report(
+    output_dir: str | Path,
+    predictions: Predictions,
+    threshold: float = 0.5,
+    model: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    bad_files: Sequence[tuple[str, str]] = (),
+    extra: Mapping[str, Any] | None = None,
+    verdict_images: int = 16,
+) -> tuple[dict[str, Any], dict[str, Figure]]:
+    """Write the whole report into ``output_dir``; return the metrics summary and the figures."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels, probs = predictions.labels.astype(int), predictions.probs
+    metrics = compute_metrics(labels, predictions.logits, threshold)
+    (tn, fp), (fn, tp) = tmf.binary_confusion_matrix(
+        torch.as_tensor(probs), torch.as_tensor(labels).long(), threshold
+    ).tolist()
+    summary = {
+        "metrics": metrics,
+        "threshold": threshold,
+        "counts": {
+            "images": len(labels),
+            "real": int((labels == 0).sum()),
+            "fake": int((labels == 1).sum()),
+            "true_negatives": tn, "false_positives": fp, "false_negatives": fn, "true_positives": tp,
+            "unreadable_skipped": len(set(bad_files)),
+        },
+        "labels": {"0": LABELS[0], "1": LABELS[1], "probability": "P(fake)"},
+        "model": dict(model or {}),
+        "data": dict(data or {}),
+        **dict(extra or {}),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_predictions_csv(out / "predictions.csv", predictions, threshold)
+    write_bad_files(out / "bad_files.txt", bad_files)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    figures = {"confusion_matrix": confusion_figure(labels, probs, threshold)}
+    if not math.isnan(metrics["auroc"]):
+        figures["roc"] = roc_figure(labels, probs, metrics["auroc"])
+        figures["pr"] = pr_figure(labels, probs, metrics["auprc"])
+    figures["verdicts"] = verdicts_figure(predictions, threshold, verdict_images)
+    for name, fig in figures.items():
+        fig.savefig(out / f"{name}.png")
+    return summary, figures

@@ -1,0 +1,63 @@
+"""What the entry points share: build callbacks and loggers from config, log the config, report
+user errors as one clear paragraph instead of a stack trace."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("ffd")
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """Bad input from the user (a path, a file, an option): shown as one paragraph, exit code 1."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Every error ffd raises for a user's input, wherever in the package it is defined."""
+    from ffd.data.index import DatasetLayoutError
+    from ffd.images import UnreadableImageError
+    from ffd.models.classifier import CheckpointError
+    from ffd.models.densenet import WeightsError
+
+    return (UserError, DatasetLayoutError, UnreadableImageError, CheckpointError, WeightsError)
+
+
+def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
+    """Turn a user error into its message on stderr and exit code 1 (bugs still raise with a trace)."""
+
+    @functools.wraps(task)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return task(*args, **kwargs)
+        except user_error_types() as error:
+            log.error("%s", error)
+            print(f"\nffd: error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return wrapper
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group such as ``callbacks`` or ``logger`` (null entries skip)."""
+    if not group:
+        return []
+    return [instantiate(node, _convert_="all") for node in group.values() if node and "_target_" in node]
+
+
+def log_config(loggers: list[Any], cfg: DictConfig, extra: dict[str, Any] | None = None) -> None:
+    """Send the composed config (model, data, trainer, seed) to every logger's hparams view."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    params = {key: container[key] for key in ("model", "data", "trainer", "seed", "ckpt_path") if key in container}
+    params.update(extra or {})
+    for logger in loggers:
+        logger.log_hyperparams(params)

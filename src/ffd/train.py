@@ -1,0 +1,50 @@
+"""python -m ffd.train [model=densenet|vit] [experiment=quickstart] [key=value ...]
+
+Fit a detector, then test its best checkpoint and write the report into outputs/train/<timestamp>/.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from ffd.runtime import exit_on_user_error, instantiate_all, log_config
+
+log = logging.getLogger("ffd.train")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, test the best checkpoint; return the final metrics (validation and test) as floats."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = instantiate(cfg.model, _convert_="all")
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers)
+    log_config(loggers, cfg, {"model/parameters": sum(p.numel() for p in model.parameters())})
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics: dict[str, Any] = dict(trainer.callback_metrics)
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("No best checkpoint was saved; testing the weights as they are after fitting.")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update(trainer.callback_metrics)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the metric a sweeper optimises (test AUROC, else validation AUROC)."""
+    metrics = train(cfg)
+    return metrics.get("test/auroc", metrics.get("val/auroc"))
+
+
+if __name__ == "__main__":
+    main()

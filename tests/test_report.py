@@ -1,0 +1,91 @@
+"""The report's files agree with each other and with an independent computation."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ffd.report import Predictions, compute_metrics, pick_verdict_examples, verdict, write_report
+
+
+def roc_auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mann-Whitney: the chance that a random fake scores above a random real (ties count half)."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+                 / (len(pos) * len(neg)))
+
+
+def average_precision_score(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean of the precision at the rank of each fake (scores have no ties here)."""
+    order = np.argsort(-scores)
+    hits = labels[order] == 1
+    precision_at_k = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision_at_k[hits].mean())
+
+
+@pytest.fixture
+def predictions(tmp_path) -> Predictions:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 40)
+    logits = (labels * 2.0 - 1.0) * 1.5 + rng.normal(0, 1.5, 40)  # informative but imperfect
+    paths = []
+    for i in range(40):
+        path = tmp_path / f"img{i:02d}.png"
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return Predictions(paths, labels, logits)
+
+
+def test_report_files_agree(tmp_path, predictions):
+    out = tmp_path / "report"
+    summary, _ = write_report(out, predictions, threshold=0.5, bad_files=[("x.jpg", "truncated")])
+    for name in ("metrics.json", "predictions.csv", "bad_files.txt", "confusion_matrix.png", "roc.png",
+                 "pr.png", "verdicts.png"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    with (out / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    labels = np.array([int(r["label"]) for r in rows])
+    p_fake = np.array([float(r["p_fake"]) for r in rows])
+    said = np.array([r["verdict"] == "fake" for r in rows])
+    assert np.array_equal(said, p_fake >= 0.5)
+    assert metrics["accuracy"] == pytest.approx(float(np.mean(said == labels)), abs=1e-6)  # torchmetrics computes in float32
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(labels, p_fake), abs=1e-5)
+    assert metrics["auprc"] == pytest.approx(average_precision_score(labels, p_fake), abs=1e-5)
+    counts = summary["counts"]
+    assert counts["true_positives"] + counts["false_negatives"] == int(labels.sum())
+    assert counts["unreadable_skipped"] == 1
+    assert "x.jpg\ttruncated" in (out / "bad_files.txt").read_text()
+
+
+def test_loss_is_mean_bce():
+    labels = np.array([0, 1, 1, 0])
+    logits = np.array([-2.0, 0.5, 3.0, 1.0])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor(logits), torch.tensor(labels, dtype=torch.float64)
+    ).item()
+    assert compute_metrics(labels, logits)["loss"] == pytest.approx(expected)
+
+
+def test_verdict_confidence_is_probability_of_predicted_class():
+    assert verdict(0.9) == ("fake", 0.9)
+    assert verdict(0.2)[0] == "real" and verdict(0.2)[1] == pytest.approx(0.8)
+    assert verdict(0.6, threshold=0.7)[0] == "real"
+
+
+def test_verdict_examples_show_confident_mistakes_first():
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    probs = np.array([0.95, 0.6, 0.1, 0.9, 0.2, 0.8])  # index 0 most confidently wrong, then 2
+    chosen = pick_verdict_examples(labels, probs, 0.5, 4)
+    assert chosen[:2] == [0, 2]
+    assert len(chosen) == 4 and len(set(chosen)) == 4
+
+
+def test_duplicates_from_a_padded_sampler_are_dropped():
+    preds = Predictions(["a", "b", "a"], np.array([0, 1, 0]), np.array([0.1, 0.2, 0.1]))
+    assert preds.deduplicated().paths == ["a", "b"]
