@@ -1,0 +1,206 @@
+"""FacesDataModule: index the data root, decode with torchvision.io, augment on uint8, batch as dicts.
+
+A batch is ``{"image": uint8 (B, 3, S, S), "label": float32 (B,), "path": list[str], "bad": list[(path,
+reason)]}``. A file that fails to decode (truncated, corrupt) never stops a run: the dataset returns its
+reason instead of an image, the collate function drops it and puts the reason in ``batch["bad"]`` for
+the LightningModule to collect; B may be 0.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader, Dataset
+
+from ffd import LABELS
+from ffd.data import synthetic as synthetic_set
+from ffd.data.index import SPLITS, DatasetIndex, index_dataset
+from ffd.data.transforms import eval_transform, train_transform
+from ffd.images import UnreadableImageError, read_rgb
+
+IMBALANCE = 0.6  # warn when one class is more than this fraction of a split
+
+
+class FaceImages(Dataset):
+    """(path, label) pairs -> sample dicts; an unreadable file gives {"path", "bad"} instead of raising."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: torch.nn.Module) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        path, label = self.samples[i]
+        try:
+            image = read_rgb(path)
+        except UnreadableImageError as error:
+            return {"path": path, "bad": str(error)}
+        return {"image": self.transform(image), "label": label, "path": path}
+
+
+def collate_faces(samples: Sequence[dict[str, Any]], image_size: int) -> dict[str, Any]:
+    """Stack the readable samples; list the unreadable ones as (path, reason) in "bad"."""
+    good = [s for s in samples if "bad" not in s]
+    if good:
+        images = torch.stack([s["image"] for s in good])
+    else:
+        images = torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
+    return {
+        "image": images,
+        "label": torch.tensor([s["label"] for s in good], dtype=torch.float32),
+        "path": [s["path"] for s in good],
+        "bad": [(s["path"], s["bad"]) for s in samples if "bad" in s],
+    }
+
+
+def default_num_workers() -> int:
+    """One worker per CPU this process may use, less one for the main process, at most 16."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(cpus - 1, 16))
+
+
+class FacesDataModule(L.LightningDataModule):
+    """Real (0) vs fake (1) face images from split/class folders or the Kaggle CSVs.
+
+    `synthetic` (image_size, train, val, test, seed) generates the demo set at `root` in prepare_data.
+    `augment`: True for the reference augmentation, False for none, or a mapping of
+    `ffd.data.transforms.train_transform` arguments. `limit_per_split` keeps the first N images per
+    class per split (debugging, tests).
+    """
+
+    def __init__(
+        self,
+        root: str | None,
+        image_size: int = 256,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        pin_memory: bool = True,
+        augment: bool | Mapping[str, Any] = True,
+        split_dirs: Mapping[str, Sequence[str]] | None = None,
+        class_dirs: Mapping[int, Sequence[str]] | None = None,
+        use_csv: str | bool = "auto",
+        synthetic: Mapping[str, Any] | None = None,
+        persistent_workers: bool = True,
+        limit_per_split: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = root
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.pin_memory = pin_memory
+        self.augment = augment
+        self.split_dirs, self.class_dirs, self.use_csv = split_dirs, class_dirs, use_csv
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.persistent_workers = persistent_workers
+        self.limit_per_split = limit_per_split
+        self.index: DatasetIndex | None = None
+
+    def prepare_data(self) -> None:
+        if self.synthetic:
+            synthetic_set.generate(self.root, **self.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is None:
+            if self.synthetic:  # no-op when prepare_data made it; lets a plain setup() call work too
+                synthetic_set.generate(self.root, **self.synthetic)
+            index = index_dataset(self.root, self.split_dirs, self.class_dirs, self.use_csv)
+            if self.limit_per_split is not None:
+                index.samples = {split: self._first(rows) for split, rows in index.samples.items()}
+            self.index = index
+            self.print_table()
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        self.index.require(needed.get(stage, SPLITS))
+        for split in needed.get(stage, SPLITS):
+            counts = self.index.counts()[split]
+            if max(counts.values()) > IMBALANCE * sum(counts.values()):
+                warnings.warn(
+                    f"{self.index.root}: split '{split}' is imbalanced ({counts[0]} real, {counts[1]} fake); "
+                    "accuracy will be misleading, watch AUROC and per-class recall.",
+                    stacklevel=2,
+                )
+
+    def _first(self, rows: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The first `limit_per_split` rows of each class, in index order."""
+        kept = {label: [row for row in rows if row[1] == label][: self.limit_per_split] for label in LABELS}
+        return kept[0] + kept[1]
+
+    @property
+    def bad_files(self) -> list[tuple[str, str]]:
+        """Files skipped at index time (empty, not images), as (path, reason)."""
+        return list(self.index.skipped) if self.index else []
+
+    def summary(self) -> dict[str, Any]:
+        """What the report needs, JSON-serialisable: root, source, image size, counts and skipped files."""
+        if self.index is None:
+            raise RuntimeError("FacesDataModule.summary() needs setup() first.")
+        counts = self.index.counts()
+        return {
+            "root": str(self.index.root),
+            "source": self.index.source,
+            "image_size": self.image_size,
+            "splits": {
+                split: {
+                    **{LABELS[label]: n for label, n in counts[split].items()},
+                    "skipped": self.index.skipped_per_split.get(split, 0),
+                }
+                for split in SPLITS
+            },
+            "skipped_files": [list(item) for item in self.index.skipped],
+        }
+
+    @rank_zero_only
+    def print_table(self) -> None:
+        table = Table(title=f"Dataset {self.index.root} (from {self.index.source})")
+        for column in ("split", "real (0)", "fake (1)", "total", "skipped"):
+            table.add_column(column, justify="left" if column == "split" else "right")
+        for split, row in self.summary()["splits"].items():
+            table.add_row(
+                split, str(row["real"]), str(row["fake"]), str(row["real"] + row["fake"]), str(row["skipped"])
+            )
+        Console().print(table)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if self.index is None:
+            raise RuntimeError("FacesDataModule needs setup() before its loaders.")
+        if not train:
+            transform = eval_transform(self.image_size)
+        elif isinstance(self.augment, Mapping):
+            transform = train_transform(self.image_size, **self.augment)
+        else:
+            transform = train_transform(self.image_size) if self.augment else eval_transform(self.image_size)
+        dataset = FaceImages(self.index.samples[split], transform)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            collate_fn=partial(collate_faces, image_size=self.image_size),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,271 @@
+"""Find the split and class folders (or the Kaggle CSVs) under a data root and list the image files.
+
+The Kaggle "140k real and fake faces" download nests its splits as
+``<root>/real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake}/*.jpg`` with ``train.csv``,
+``valid.csv`` and ``test.csv`` at ``<root>``; we accept that, a folder holding the split folders
+directly, and ``real_faces/`` / ``fake_faces/`` class folders. Files that are empty or not images
+(magic bytes) are dropped here and listed; files that only fail when decoded are handled by the
+dataset. Labels: 0 = real, 1 = fake. The Kaggle CSVs' numeric ``label`` is the opposite (1 = real),
+so only their ``label_str`` column is used.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.progress import Progress
+
+from ffd import LABELS
+from ffd.images import IMAGE_SUFFIXES, looks_like_image
+
+SPLITS = ("train", "val", "test")
+SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
+CLASS_DIRS: dict[int, tuple[str, ...]] = {0: ("real", "real_faces"), 1: ("fake", "fake_faces")}
+MAX_DEPTH = 4  # how far below the given root the split folders may be
+EXPECTED_LAYOUT = (
+    "Expected layout: ROOT/{train,valid|val,test}/{real|real_faces,fake|fake_faces}/*.jpg, possibly a few "
+    "folders down (the unpacked Kaggle archive nests it as ROOT/real_vs_fake/real-vs-fake/...); label 0 = "
+    "real, 1 = fake."
+)
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """The data root is missing, ambiguous, or lacks a split or class; the message says what was found."""
+
+
+@dataclass
+class DatasetIndex:
+    root: Path  # the folder that holds the split folders
+    samples: dict[str, list[tuple[str, int]]]  # split -> [(absolute path, label)]
+    skipped: list[tuple[str, str]]  # (path, reason) found at index time
+    source: str  # "folders" or "csv"
+    skipped_per_split: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, dict[int, int]]:
+        """Images per split and label, zeros included."""
+        return {
+            split: {label: sum(1 for _, y in self.samples.get(split, []) if y == label) for label in LABELS}
+            for split in SPLITS
+        }
+
+    def require(self, splits: Sequence[str] = SPLITS) -> None:
+        """Raise one DatasetLayoutError listing every empty split or class among `splits`."""
+        counts = self.counts()
+        problems = []
+        for split in splits:
+            if counts[split][0] + counts[split][1] == 0:
+                problems.append(f"split '{split}' is empty")
+            else:
+                problems += [
+                    f"split '{split}' has no {LABELS[y]} images" for y in LABELS if not counts[split][y]
+                ]
+        if problems:
+            found = "; ".join(
+                f"{s}: {counts[s][0]} real, {counts[s][1]} fake, {self.skipped_per_split.get(s, 0)} skipped"
+                for s in SPLITS
+            )
+            raise DatasetLayoutError(
+                f"{self.root} (read from {self.source}): {', '.join(problems)}. Found {found}. "
+                f"{EXPECTED_LAYOUT}"
+            )
+
+
+def _match(name: str, choices: Mapping) -> list:
+    return [key for key, names in choices.items() if name.lower() in (n.lower() for n in names)]
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        entries = sorted(os.scandir(path), key=lambda entry: entry.name)
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith((".", "__MACOSX"))]
+
+
+def _splits_in(folder: Path, split_dirs: Mapping, class_dirs: Mapping) -> dict[str, Path]:
+    """Split name -> folder for the children of `folder` that are split folders holding a class folder."""
+    found: dict[str, list[Path]] = {}
+    for child in _subdirs(folder):
+        for split in _match(child.name, split_dirs):
+            if any(_match(grandchild.name, class_dirs) for grandchild in _subdirs(child)):
+                found.setdefault(split, []).append(child)
+    for split, paths in found.items():
+        if len(paths) > 1:
+            raise DatasetLayoutError(
+                f"{folder}: more than one folder for split '{split}' ({', '.join(p.name for p in paths)}); "
+                "keep one, or name the one to use with data.split_dirs."
+            )
+    return {split: paths[0] for split, paths in found.items()}
+
+
+def find_data_root(root: Path, split_dirs: Mapping, class_dirs: Mapping) -> tuple[Path, dict[str, Path]]:
+    """Breadth-first search (sorted, so deterministic) for the shallowest folder holding split folders."""
+    level, depth = [root], 0
+    while level and depth <= MAX_DEPTH:
+        hits = [
+            (folder, splits) for folder in level if (splits := _splits_in(folder, split_dirs, class_dirs))
+        ]
+        if len(hits) > 1:
+            raise DatasetLayoutError(
+                f"{root}: several folders hold split folders at the same depth: "
+                f"{', '.join(str(folder) for folder, _ in hits)}. Point data.root at the one to use."
+            )
+        if hits:
+            return hits[0]
+        level, depth = [sub for folder in level for sub in _subdirs(folder)], depth + 1
+    raise DatasetLayoutError(f"{root}: no split folders found within {MAX_DEPTH} levels. {EXPECTED_LAYOUT}")
+
+
+def _scan_folders(splits: dict[str, Path], class_dirs: Mapping) -> dict[str, list[tuple[str, str | int]]]:
+    """split -> [(path, label)] for every file under each class folder (recursive, sorted)."""
+    listed: dict[str, list[tuple[str, str | int]]] = {}
+    for split, split_path in splits.items():
+        for class_path in _subdirs(split_path):
+            for label in _match(class_path.name, class_dirs):
+                for folder, dirs, files in os.walk(class_path):  # top-down, sorted: deterministic
+                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                    listed.setdefault(split, []).extend(
+                        (os.path.join(folder, name), label)
+                        for name in sorted(files)
+                        if not name.startswith(".")
+                    )
+    return listed
+
+
+def _find_csvs(root: Path, data_root: Path | None, split_dirs: Mapping) -> dict[str, Path]:
+    """split -> CSV file, looked for in the given root and every folder down to the data root."""
+    folders = [root]
+    if data_root is not None and data_root.is_relative_to(root):
+        for part in data_root.relative_to(root).parts:
+            folders.append(folders[-1] / part)
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for split, names in split_dirs.items():
+            for name in names:
+                if split not in found and (folder / f"{name}.csv").is_file():
+                    found[split] = folder / f"{name}.csv"
+    return found
+
+
+def _read_csv(csv_path: Path, bases: Sequence[Path], class_dirs: Mapping) -> list[tuple[str, str | int]]:
+    """Rows -> (absolute path, label from `label_str`, never the inverted numeric label, or a reason).
+
+    Paths are relative to the first of `bases` in which the first row's file exists.
+    """
+    names = {name.lower(): label for label, choices in class_dirs.items() for name in choices}
+    names.update({name: label for label, name in LABELS.items()})
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    base = next((b for b in bases if rows and (b / rows[0]["path"]).exists()), bases[0])
+    return [
+        (
+            os.path.abspath(base / row["path"]),
+            names.get(
+                row["label_str"].strip().lower(), f"unknown label_str '{row['label_str']}' in {csv_path}"
+            ),
+        )
+        for row in rows
+    ]
+
+
+def _has_kaggle_columns(csv_path: Path) -> bool:
+    with open(csv_path, newline="") as handle:
+        return {"path", "label_str"} <= set(next(csv.reader(handle), ()))
+
+
+def _csvs_resolve(listed: dict[str, list[tuple[str, str | int]]], sample: int = 20) -> bool:
+    """Auto mode's test: the first rows of every CSV point at existing files."""
+    return bool(listed) and all(os.path.exists(p) for rows in listed.values() for p, _ in rows[:sample])
+
+
+def _why_not_image(path: str) -> str | None:
+    """None for a plausible image; else the reason it is skipped."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        return f"not an image file (suffix '{suffix}')"
+    if looks_like_image(path):
+        return None
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "missing or unreadable"
+    return "empty file (0 bytes)" if size == 0 else "not an image (unknown file signature)"
+
+
+def index_dataset(
+    root: str | Path | None,
+    split_dirs: Mapping[str, Sequence[str]] | None = None,
+    class_dirs: Mapping[int, Sequence[str]] | None = None,
+    use_csv: str | bool = "auto",
+) -> DatasetIndex:
+    """List (path, label) per split under `root`; empty, missing and non-image files are skipped and listed.
+
+    `split_dirs` maps ffd's split names (train, val, test) to accepted folder names, `class_dirs` maps
+    labels (0 real, 1 fake) to accepted folder names; matching is case-insensitive. `use_csv`: "auto"
+    reads the Kaggle CSVs when present and their paths resolve, True requires them, False scans folders.
+    """
+    if root is None or not Path(root).is_dir():
+        where = "is not set" if root is None else f"'{root}' is not an existing folder"
+        raise DatasetLayoutError(
+            f"data.root {where}. Point it at the unpacked dataset, e.g. `python -m ffd.train data=kaggle "
+            "data.root=/path/to/140k-real-and-fake-faces`, or use the generated demo set: `data=synthetic`. "
+            f"{EXPECTED_LAYOUT}"
+        )
+    if use_csv not in ("auto", True, False):
+        raise ValueError(f"data.use_csv must be auto, true or false (got {use_csv!r}).")
+    root = Path(root).absolute()
+    split_dirs = {s: tuple(v) for s, v in (split_dirs or SPLIT_DIRS).items()}
+    class_dirs = {int(k): tuple(v) for k, v in (class_dirs or CLASS_DIRS).items()}
+    unknown = set(split_dirs) - set(SPLITS)
+    if unknown or set(class_dirs) != set(LABELS):
+        raise ValueError(f"split_dirs keys must be among {SPLITS} and class_dirs keys exactly 0 and 1.")
+
+    try:
+        data_root, split_paths = find_data_root(root, split_dirs, class_dirs)
+    except DatasetLayoutError:
+        if use_csv is False or not _find_csvs(root, None, split_dirs):
+            raise
+        data_root, split_paths = None, {}
+
+    csvs = _find_csvs(root, data_root, split_dirs) if use_csv is not False else {}
+    if use_csv is True and not (csvs and all(map(_has_kaggle_columns, csvs.values()))):
+        raise DatasetLayoutError(
+            f"{root}: data.use_csv=true needs {'/'.join(n + '.csv' for v in split_dirs.values() for n in v)} "
+            "with 'path' and 'label_str' columns, here or in the folders down to the split folders; found "
+            f"{[str(p) for p in csvs.values()] or 'none'}. Use data.use_csv=auto to scan folders."
+        )
+    listed = {
+        split: _read_csv(path, [b for b in (data_root, path.parent) if b], class_dirs)
+        for split, path in csvs.items()
+        if _has_kaggle_columns(path)
+    }
+    source = "csv"
+    if use_csv is False or (
+        use_csv == "auto" and not (set(listed) >= set(split_paths) and _csvs_resolve(listed))
+    ):
+        if data_root is None:
+            raise DatasetLayoutError(
+                f"{root}: the CSVs' paths do not resolve and no split folders were found."
+            )
+        listed, source = _scan_folders(split_paths, class_dirs), "folders"
+
+    samples: dict[str, list[tuple[str, int]]] = {split: [] for split in SPLITS}
+    skipped: list[tuple[str, str]] = []
+    skipped_per_split = dict.fromkeys(SPLITS, 0)
+    total = sum(len(rows) for rows in listed.values())
+    with Progress(disable=total < 5000, transient=True) as bar:
+        task = bar.add_task(f"Checking {total} files", total=total)
+        for split, rows in listed.items():
+            for path, label in rows:
+                reason = label if isinstance(label, str) else _why_not_image(path)
+                if reason is None:
+                    samples[split].append((path, label))
+                else:
+                    skipped.append((path, reason))
+                    skipped_per_split[split] += 1
+            bar.advance(task, len(rows))
+    return DatasetIndex(data_root or root, samples, skipped, source, skipped_per_split)

@@ -1,0 +1,180 @@
+"""Layout discovery, Kaggle CSVs (inverted numeric label), layout errors and index-time bad files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import encode_jpeg
+
+from ffd.data.index import DatasetLayoutError, index_dataset
+
+KAGGLE_NEST = "real_vs_fake/real-vs-fake"
+
+
+def write_images(folder: Path, n: int, size: int = 8) -> list[Path]:
+    """n tiny JPEGs in folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        image = torch.full((3, size, size), 40 * i % 256, dtype=torch.uint8)
+        path = folder / f"{i:03d}.jpg"
+        path.write_bytes(encode_jpeg(image).numpy().tobytes())
+        paths.append(path)
+    return paths
+
+
+def write_tree(base: Path, splits=("train", "valid", "test"), classes=("real", "fake"), n: int = 2) -> None:
+    for split in splits:
+        for name in classes:
+            write_images(base / split / name, n)
+
+
+def write_kaggle_csvs(root: Path, base: Path) -> None:
+    """The Kaggle CSVs: an unnamed index, original_path, id, label (1 = REAL there), label_str, path."""
+    for split in ("train", "valid", "test"):
+        with open(root / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["", "original_path", "id", "label", "label_str", "path"])
+            for i, path in enumerate(sorted((base / split).rglob("*.jpg"))):
+                label_str = path.parent.name
+                writer.writerow(
+                    [i, "x", i, int(label_str == "real"), label_str, path.relative_to(base).as_posix()]
+                )
+
+
+def test_finds_the_nested_kaggle_layout(tmp_path: Path) -> None:
+    write_tree(tmp_path / KAGGLE_NEST, n=3)
+    index = index_dataset(tmp_path)
+    assert index.root == tmp_path / KAGGLE_NEST
+    assert index.source == "folders"
+    assert index.counts() == {split: {0: 3, 1: 3} for split in ("train", "val", "test")}
+    for split, rows in index.samples.items():
+        for path, label in rows:
+            assert Path(path).is_absolute()
+            assert Path(path).parent.name == ("real", "fake")[label]
+            assert Path(path).parent.parent.name == {"train": "train", "val": "valid", "test": "test"}[split]
+
+
+def test_real_faces_fake_faces_and_val_folder(tmp_path: Path) -> None:
+    write_tree(tmp_path, splits=("train", "val", "test"), classes=("real_faces", "fake_faces"))
+    index = index_dataset(tmp_path)
+    assert index.root == tmp_path
+    assert index.counts()["val"] == {0: 2, 1: 2}
+    assert all(
+        (Path(p).parent.name == "fake_faces") == bool(y) for rows in index.samples.values() for p, y in rows
+    )
+
+
+def test_configurable_names(tmp_path: Path) -> None:
+    write_tree(tmp_path, splits=("training", "dev", "eval"), classes=("genuine", "gan"))
+    index = index_dataset(
+        tmp_path,
+        split_dirs={"train": ["training"], "val": ["dev"], "test": ["eval"]},
+        class_dirs={0: ["genuine"], 1: ["gan"]},
+    )
+    assert index.counts()["test"] == {0: 2, 1: 2}
+    assert all(("gan" in Path(p).parent.name) == bool(y) for rows in index.samples.values() for p, y in rows)
+
+
+def test_val_and_valid_together_is_ambiguous(tmp_path: Path) -> None:
+    write_tree(tmp_path, splits=("train", "val", "valid", "test"))
+    with pytest.raises(DatasetLayoutError, match=r"more than one folder for split 'val' \(val, valid\)"):
+        index_dataset(tmp_path)
+
+
+def test_two_dataset_roots_at_the_same_depth_is_ambiguous(tmp_path: Path) -> None:
+    write_tree(tmp_path / "a")
+    write_tree(tmp_path / "b")
+    with pytest.raises(DatasetLayoutError, match="several folders") as error:
+        index_dataset(tmp_path)
+    assert str(tmp_path / "a") in str(error.value) and str(tmp_path / "b") in str(error.value)
+
+
+def test_kaggle_csvs_use_label_str_not_the_inverted_numeric_label(tmp_path: Path) -> None:
+    base = tmp_path / KAGGLE_NEST
+    write_tree(base, n=3)
+    write_kaggle_csvs(tmp_path, base)
+    index = index_dataset(tmp_path)
+    assert index.source == "csv"
+    assert index.counts() == {split: {0: 3, 1: 3} for split in ("train", "val", "test")}
+    # The CSV says label 1 for every real file; ffd must say 0 (real).
+    assert all(
+        label == (Path(path).parent.name == "fake") for rows in index.samples.values() for path, label in rows
+    )
+
+
+def test_csv_label_str_decides_the_label(tmp_path: Path) -> None:
+    """A file listed under label_str 'fake' is fake, wherever it lies: the CSV, not the folder, is read."""
+    base = tmp_path / KAGGLE_NEST
+    write_tree(base)
+    write_kaggle_csvs(tmp_path, base)
+    with open(tmp_path / "test.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    rows[1][4] = "fake"  # first row is test/fake/000.jpg or test/real/000.jpg; force "fake"
+    with open(tmp_path / "test.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    index = index_dataset(tmp_path, use_csv=True)
+    assert dict(index.samples["test"])[str(base / rows[1][5])] == 1
+    assert index_dataset(tmp_path, use_csv=False).source == "folders"
+
+
+def test_auto_scans_folders_when_csv_paths_do_not_resolve(tmp_path: Path) -> None:
+    base = tmp_path / KAGGLE_NEST
+    write_tree(base)
+    write_kaggle_csvs(tmp_path, base)
+    (tmp_path / "train.csv").write_text("path,label_str\nnowhere/x.jpg,real\n")
+    assert index_dataset(tmp_path).source == "folders"
+
+
+def test_use_csv_true_without_csvs_is_an_error(tmp_path: Path) -> None:
+    write_tree(tmp_path)
+    with pytest.raises(DatasetLayoutError, match="use_csv=true"):
+        index_dataset(tmp_path, use_csv=True)
+
+
+def test_empty_split_and_class_error_lists_what_was_found(tmp_path: Path) -> None:
+    write_tree(tmp_path, splits=("train",), n=2)
+    write_images(tmp_path / "valid" / "real", 3)
+    (tmp_path / "valid" / "fake").mkdir()
+    index = index_dataset(tmp_path)
+    index.require(["train"])  # train alone is fine
+    with pytest.raises(DatasetLayoutError) as error:
+        index.require()
+    message = str(error.value)
+    assert "split 'val' has no fake images" in message
+    assert "split 'test' is empty" in message
+    assert "train: 2 real, 2 fake" in message and "val: 3 real, 0 fake" in message
+    assert "Expected layout" in message
+
+
+@pytest.mark.parametrize("root", [None, "does/not/exist"])
+def test_missing_root_says_how_to_set_it(root: str | None) -> None:
+    with pytest.raises(DatasetLayoutError, match=r"data\.root.*data=synthetic"):
+        index_dataset(root)
+
+
+def test_no_split_folders_is_an_error(tmp_path: Path) -> None:
+    write_images(tmp_path / "photos", 2)
+    with pytest.raises(DatasetLayoutError, match="no split folders found"):
+        index_dataset(tmp_path)
+
+
+def test_bad_files_are_skipped_and_listed_at_index_time(tmp_path: Path) -> None:
+    write_tree(tmp_path)
+    folder = tmp_path / "train" / "real"
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image at all")
+    (folder / "notes.txt").write_text("hello")
+    (folder / "truncated.jpg").write_bytes((folder / "000.jpg").read_bytes()[:40])  # magic bytes intact
+    index = index_dataset(tmp_path)
+    reasons = {Path(path).name: reason for path, reason in index.skipped}
+    assert reasons == {
+        "empty.jpg": "empty file (0 bytes)",
+        "text.jpg": "not an image (unknown file signature)",
+        "notes.txt": "not an image file (suffix '.txt')",
+    }
+    assert index.skipped_per_split == {"train": 3, "val": 0, "test": 0}
+    assert index.counts()["train"] == {0: 3, 1: 2}  # the truncated file is only found when decoded

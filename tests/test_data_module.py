@@ -1,0 +1,156 @@
+"""FacesDataModule: dict batches, train-only augmentation, decode-time bad files, summary, config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from ffd.data.datamodule import FacesDataModule, collate_faces
+from ffd.data.synthetic import generate
+from ffd.images import read_rgb
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny generated set: 12 train, 6 val, 6 test images of 16 px, half real, half fake."""
+    return generate(tmp_path_factory.mktemp("faces"), image_size=16, train=12, val=6, test=6, progress=False)
+
+
+def module(root: Path, **kwargs) -> FacesDataModule:
+    options = {"image_size": 16, "batch_size": 4, "num_workers": 0} | kwargs
+    return FacesDataModule(str(root), **options)
+
+
+def test_batches_are_dicts_of_uint8_images_and_float_labels(faces: Path) -> None:
+    dm = module(faces)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (4, 3, 16, 16)
+    assert batch["label"].dtype == torch.float32 and batch["label"].shape == (4,)
+    assert len(batch["path"]) == 4 and batch["bad"] == []
+    for path, label in zip(batch["path"], batch["label"], strict=True):
+        assert Path(path).parent.name == ("real", "fake")[int(label)]
+
+
+def test_train_shuffles_and_drops_last_only_when_larger_than_a_batch(faces: Path) -> None:
+    dm = module(faces, batch_size=5)
+    dm.setup("fit")
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    assert train.drop_last and len(train) == 2  # 12 images, batches of 5
+    assert not val.drop_last and len(val) == 2  # 6 images: 5 + 1
+    torch.manual_seed(0)
+    first = [p for batch in train for p in batch["path"]]
+    assert first != sorted(first)
+    assert [p for batch in val for p in batch["path"]] == [p for p, _ in dm.index.samples["val"]]
+    small = module(faces, batch_size=64)
+    small.setup("fit")
+    assert not small.train_dataloader().drop_last
+
+
+def test_augmentation_applies_to_the_training_split_only(faces: Path) -> None:
+    dm = module(faces, batch_size=12)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    train = next(iter(dm.train_dataloader()))
+    assert any(
+        not torch.equal(image, read_rgb(path))
+        for image, path in zip(train["image"], train["path"], strict=True)
+    )
+    val = next(iter(dm.val_dataloader()))
+    assert all(
+        torch.equal(image, read_rgb(path)) for image, path in zip(val["image"], val["path"], strict=True)
+    )
+    plain = module(faces, batch_size=12, augment=False)
+    plain.setup("fit")
+    batch = next(iter(plain.train_dataloader()))
+    assert all(
+        torch.equal(image, read_rgb(path)) for image, path in zip(batch["image"], batch["path"], strict=True)
+    )
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_unreadable_files_are_dropped_and_listed_at_decode_time(tmp_path: Path, num_workers: int) -> None:
+    root = generate(tmp_path, image_size=16, train=4, val=4, test=4, progress=False)
+    good = root / "valid" / "real" / "000000.jpg"
+    truncated = root / "valid" / "real" / "000001.jpg"
+    truncated.write_bytes(good.read_bytes()[:60])
+    (root / "valid" / "fake" / "empty.jpg").write_bytes(b"")
+    (root / "valid" / "fake" / "text.jpg").write_text("not a jpeg")
+    dm = module(root, batch_size=8, num_workers=num_workers, persistent_workers=False)
+    dm.setup("validate")
+    assert sorted(Path(p).name for p, _ in dm.bad_files) == ["empty.jpg", "text.jpg"]
+    batches = list(dm.val_dataloader())
+    bad = [item for batch in batches for item in batch["bad"]]
+    assert [Path(p) for p, _ in bad] == [truncated]
+    assert str(truncated) in bad[0][1] and "truncated" in bad[0][1]
+    assert sum(len(b["path"]) for b in batches) == 3 and str(truncated) not in batches[0]["path"]
+
+
+def test_a_batch_of_only_unreadable_files_is_empty() -> None:
+    batch = collate_faces([{"path": "a.jpg", "bad": "why"}], image_size=16)
+    assert batch["image"].shape == (0, 3, 16, 16) and batch["image"].dtype == torch.uint8
+    assert batch["label"].shape == (0,) and batch["path"] == [] and batch["bad"] == [("a.jpg", "why")]
+
+
+def test_summary_is_json_and_the_table_is_printed(faces: Path, capsys: pytest.CaptureFixture) -> None:
+    (faces / "train" / "fake" / "zero.jpg").write_bytes(b"")
+    try:
+        dm = module(faces)
+        dm.setup("fit")
+    finally:
+        (faces / "train" / "fake" / "zero.jpg").unlink()
+    summary = json.loads(json.dumps(dm.summary()))
+    assert summary["root"] == str(faces) and summary["source"] == "folders" and summary["image_size"] == 16
+    assert summary["splits"]["train"] == {"real": 6, "fake": 6, "skipped": 1}
+    assert summary["skipped_files"] == [[str(faces / "train" / "fake" / "zero.jpg"), "empty file (0 bytes)"]]
+    printed = capsys.readouterr().out
+    assert "train" in printed and "skipped" in printed and "fake (1)" in printed
+
+
+def test_limit_per_split_keeps_the_first_n_per_class(faces: Path) -> None:
+    dm = module(faces, limit_per_split=2)
+    dm.setup()
+    assert dm.index.counts() == {split: {0: 2, 1: 2} for split in ("train", "val", "test")}
+    assert [Path(p).name for p, _ in dm.index.samples["train"]] == ["000000.jpg", "000001.jpg"] * 2
+
+
+def test_imbalance_warning(tmp_path: Path) -> None:
+    root = generate(tmp_path, image_size=16, train=10, val=4, test=4, progress=False)
+    for path in sorted((root / "train" / "fake").iterdir())[:3]:
+        path.unlink()
+    with pytest.warns(UserWarning, match="'train' is imbalanced"):
+        module(root).setup("fit")
+
+
+def test_missing_root_error_from_the_module() -> None:
+    with pytest.raises(FileNotFoundError, match="data=synthetic"):
+        FacesDataModule(None, num_workers=0).setup("fit")
+
+
+def test_synthetic_config_generates_and_loads(tmp_path: Path) -> None:
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            overrides=[
+                "+paths=default",
+                "+data=synthetic",
+                f"paths.root_dir={tmp_path}",
+                "data.synthetic.image_size=16",
+                "data.synthetic.train=8",
+                "data.synthetic.val=4",
+                "data.synthetic.test=4",
+                "data.num_workers=0",
+            ]
+        )
+    assert cfg.data.root == f"{tmp_path}/data/synthetic/s16_8-4-4_seed0" and cfg.data.image_size == 16
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.index.counts()["train"] == {0: 4, 1: 4}
+    assert next(iter(dm.train_dataloader()))["image"].shape[-1] == 16
