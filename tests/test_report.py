@@ -16,8 +16,10 @@ from ffd.report import Predictions, compute_metrics, pick_verdict_examples, verd
 def roc_auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
     """Mann-Whitney: the chance that a random fake scores above a random real (ties count half)."""
     pos, neg = scores[labels == 1], scores[labels == 0]
-    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
-                 / (len(pos) * len(neg)))
+    return float(
+        ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+        / (len(pos) * len(neg))
+    )
 
 
 def average_precision_score(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -44,8 +46,15 @@ def predictions(tmp_path) -> Predictions:
 def test_report_files_agree(tmp_path, predictions):
     out = tmp_path / "report"
     summary, _ = write_report(out, predictions, threshold=0.5, bad_files=[("x.jpg", "truncated")])
-    for name in ("metrics.json", "predictions.csv", "bad_files.txt", "confusion_matrix.png", "roc.png",
-                 "pr.png", "verdicts.png"):
+    for name in (
+        "metrics.json",
+        "predictions.csv",
+        "bad_files.txt",
+        "confusion_matrix.png",
+        "roc.png",
+        "pr.png",
+        "verdicts.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     with (out / "predictions.csv").open() as handle:
@@ -54,7 +63,9 @@ def test_report_files_agree(tmp_path, predictions):
     p_fake = np.array([float(r["p_fake"]) for r in rows])
     said = np.array([r["verdict"] == "fake" for r in rows])
     assert np.array_equal(said, p_fake >= 0.5)
-    assert metrics["accuracy"] == pytest.approx(float(np.mean(said == labels)), abs=1e-6)  # torchmetrics computes in float32
+    assert metrics["accuracy"] == pytest.approx(
+        float(np.mean(said == labels)), abs=1e-6
+    )  # torchmetrics computes in float32
     assert metrics["auroc"] == pytest.approx(roc_auc_score(labels, p_fake), abs=1e-5)
     assert metrics["auprc"] == pytest.approx(average_precision_score(labels, p_fake), abs=1e-5)
     counts = summary["counts"]

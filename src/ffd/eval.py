@@ -25,12 +25,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     model = load_classifier(cfg.ckpt_path)
     if model.image_size and cfg.data.get("image_size") != model.image_size:
-        log.info("data.image_size set to %s, the size the checkpoint's model was trained at.", model.image_size)
+        log.info(
+            "data.image_size set to %s, the size the checkpoint's model was trained at.", model.image_size
+        )
         with open_dict(cfg):
             cfg.data.image_size = model.image_size
     datamodule = instantiate(cfg.data, _convert_="all")
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers
+    )
     log_config(loggers, cfg, {"model": model.describe()})
     trainer.test(model, datamodule=datamodule)
     return {name: float(value) for name, value in trainer.callback_metrics.items()}

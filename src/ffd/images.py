@@ -15,8 +15,11 @@ from torchvision.io import ImageReadMode, decode_image
 
 # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec, warning on every call.
 # They are still the fastest decoder we can depend on; this module is the one place to switch later.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
+warnings.filterwarnings(
+    "ignore",
+    message="The image decoding and encoding capabilities of TorchVision",
+    category=DeprecationWarning,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 

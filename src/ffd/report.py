@@ -18,14 +18,14 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torchmetrics.functional import classification as tmf  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torchmetrics.functional import classification as tmf
 
-from ffd import LABELS  # noqa: E402
-from ffd.images import UnreadableImageError, read_rgb  # noqa: E402
+from ffd import LABELS
+from ffd.images import UnreadableImageError, read_rgb
 
 REAL_COLOUR, FAKE_COLOUR = "#2b8cbe", "#e34a33"
 
@@ -97,8 +97,13 @@ def roc_figure(labels: np.ndarray, probs: np.ndarray, auroc: float) -> Figure:
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
     ax.plot(fpr.numpy(), tpr.numpy(), color=FAKE_COLOUR, lw=2, label=f"AUROC = {auroc:.4f}")
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
-    ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate (fake caught)",
-           title="ROC curve", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="false positive rate (real called fake)",
+        ylabel="true positive rate (fake caught)",
+        title="ROC curve",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -112,8 +117,13 @@ def pr_figure(labels: np.ndarray, probs: np.ndarray, auprc: float) -> Figure:
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
     ax.plot(recall.numpy(), precision.numpy(), color=FAKE_COLOUR, lw=2, label=f"AUPRC = {auprc:.4f}")
     ax.axhline(float(np.mean(labels)), color="grey", lw=1, ls="--", label="share of fakes")
-    ax.set(xlabel="recall (fakes caught)", ylabel="precision (flagged that are fake)",
-           title="Precision-recall curve (fake = positive)", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="recall (fakes caught)",
+        ylabel="precision (flagged that are fake)",
+        title="Precision-recall curve (fake = positive)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -152,8 +162,11 @@ def verdicts_figure(predictions: Predictions, threshold: float, count: int = 16)
         truth = LABELS[int(predictions.labels[index])]
         said, confidence = verdict(float(probs[index]), threshold)
         colour = "#1a9850" if said == truth else "#d73027"
-        ax.set_title(f"true {truth} · said {said}\n{confidence:.1%} sure · {Path(path).parent.name}/{Path(path).name}",
-                     fontsize=8.5, color=colour)
+        ax.set_title(
+            f"true {truth} · said {said}\n{confidence:.1%} sure · {Path(path).parent.name}/{Path(path).name}",
+            fontsize=8.5,
+            color=colour,
+        )
     fig.suptitle("Test verdicts (green: right, red: wrong; most confident mistakes first)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -199,7 +212,10 @@ def write_report(
             "images": len(labels),
             "real": int((labels == 0).sum()),
             "fake": int((labels == 1).sum()),
-            "true_negatives": tn, "false_positives": fp, "false_negatives": fn, "true_positives": tp,
+            "true_negatives": tn,
+            "false_positives": fp,
+            "false_negatives": fn,
+            "true_positives": tp,
             "unreadable_skipped": len(set(bad_files)),
         },
         "labels": {"0": LABELS[0], "1": LABELS[1], "probability": "P(fake)"},

@@ -57,7 +57,9 @@ def log_config(loggers: list[Any], cfg: DictConfig, extra: dict[str, Any] | None
     """Send the composed config (model, data, trainer, seed) to every logger's hparams view."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
-    params = {key: container[key] for key in ("model", "data", "trainer", "seed", "ckpt_path") if key in container}
+    params = {
+        key: container[key] for key in ("model", "data", "trainer", "seed", "ckpt_path") if key in container
+    }
     params.update(extra or {})
     for logger in loggers:
         logger.log_hyperparams(params)

@@ -54,19 +54,33 @@ class ReportWriter(L.Callback):
         if isinstance(batch, dict):
             self.bad_files.update((str(path), str(reason)) for path, reason in batch.get("bad", ()))
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._collect_bad(batch)
 
-    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._collect_bad(batch)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._collect_bad(batch)
         if not outputs:
             return
@@ -78,7 +92,9 @@ class ReportWriter(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rows = _gather(self._rows, trainer)
         datamodule = getattr(trainer, "datamodule", None)
-        bad = set(_gather(sorted(self.bad_files), trainer)) | set(getattr(datamodule, "bad_files", None) or ())
+        bad = set(_gather(sorted(self.bad_files), trainer)) | set(
+            getattr(datamodule, "bad_files", None) or ()
+        )
         if not trainer.is_global_zero or not rows:
             return
         paths, labels, logits = zip(*rows, strict=True)
@@ -92,7 +108,7 @@ class ReportWriter(L.Callback):
             model=describe() if callable(describe) else {"class": type(pl_module).__name__},
             data=summary_of_data() if callable(summary_of_data) else {},
             bad_files=sorted(bad),
-            extra={"checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None},
+            extra={"checkpoint": trainer.ckpt_path or getattr(pl_module, "checkpoint_path", None)},
             verdict_images=self.verdict_images,
         )
         self._to_tensorboard(trainer, figures)
@@ -112,8 +128,10 @@ class ReportWriter(L.Callback):
 
     def _print(self, summary: dict[str, Any]) -> None:
         counts = summary["counts"]
-        table = Table(title=f"Test report: {counts['images']} images ({counts['real']} real, "
-                            f"{counts['fake']} fake), threshold {summary['threshold']:g}")
+        table = Table(
+            title=f"Test report: {counts['images']} images ({counts['real']} real, "
+            f"{counts['fake']} fake), threshold {summary['threshold']:g}"
+        )
         table.add_column("metric")
         table.add_column("value", justify="right")
         for name, value in summary["metrics"].items():

@@ -66,6 +66,7 @@ class DeepfakeClassifier(L.LightningModule):
         self.train_metrics = _metrics("train/")
         self.val_metrics = _metrics("val/")
         self.test_metrics = _metrics("test/")
+        self.checkpoint_path: str | None = None  # the file it was loaded from, if any (for reports)
 
     @property
     def net_name(self) -> str:
@@ -85,8 +86,15 @@ class DeepfakeClassifier(L.LightningModule):
             return None
         logits = self(images)
         loss = self.criterion(logits, labels)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, sync_dist=True,
-                 batch_size=labels.shape[0], prog_bar=stage != "test")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=labels.shape[0],
+            prog_bar=stage != "test",
+        )
         if stage == "train" and hasattr(self.net, "regularization_loss"):
             loss = loss + self.net.regularization_loss()
         metrics.update(logits.detach(), labels.int())
@@ -121,7 +129,10 @@ class DeepfakeClassifier(L.LightningModule):
             return optimizer
         if name == "plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=schedule.get("factor", 0.5), patience=schedule.get("patience", 2)
+                optimizer,
+                mode="max",
+                factor=schedule.get("factor", 0.5),
+                patience=schedule.get("patience", 2),
             )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/auroc"}}
         if name == "cosine":
@@ -169,10 +180,11 @@ def load_classifier(path: str | Path, expected_net: str | None = None) -> Deepfa
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure here means "not a checkpoint we can read"
+    except Exception as error:
         raise CheckpointError(
             f"{path} cannot be read as a PyTorch checkpoint ({type(error).__name__}: {error}). ffd loads "
-            "checkpoints with weights_only=True and never runs pickled code; pass a .ckpt written by ffd.train."
+            "checkpoints with weights_only=True and never runs pickled code; pass a .ckpt written by "
+            "ffd.train."
         ) from error
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     net = hparams.get("net") if isinstance(hparams, dict) else None
@@ -186,10 +198,16 @@ def load_classifier(path: str | Path, expected_net: str | None = None) -> Deepfa
             f"{path} holds a {net['name']!r} model, not the {expected_net!r} that was asked for: drop the "
             f"model override or pass model={net['name']}."
         )
-    net = {**net, "pretrained": False, "weights": None} if "pretrained" in net else dict(net)
-    model = DeepfakeClassifier(net=net, optimizer=hparams.get("optimizer"), scheduler=hparams.get("scheduler"))
+    # The checkpoint holds every weight: never fetch ImageNet weights or read a backbone file again.
+    net = {**net, **{key: value for key, value in (("pretrained", False), ("weights", None)) if key in net}}
+    model = DeepfakeClassifier(
+        net=net, optimizer=hparams.get("optimizer"), scheduler=hparams.get("scheduler")
+    )
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: the weights do not fit the {net['name']!r} network: {error}") from error
+        raise CheckpointError(
+            f"{path}: the weights do not fit the {net['name']!r} network: {error}"
+        ) from error
+    model.checkpoint_path = str(path)
     return model
