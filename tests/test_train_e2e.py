@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 # A tiny synthetic set and a tiny budget: this checks the plumbing, not the accuracy.
 TINY = [
@@ -45,7 +47,7 @@ def run_dirs(root: Path, task: str) -> list[Path]:
     return sorted(p.parent for p in (root / "outputs" / task).glob("**/.hydra"))
 
 
-def check_report(run_dir: Path) -> dict:
+def check_report(run_dir: Path, fitted: bool = True) -> dict:
     report = run_dir / "report"
     for name in (
         "metrics.json",
@@ -64,7 +66,18 @@ def check_report(run_dir: Path) -> dict:
     correct = sum((row["verdict"] == "fake") == (row["label"] == "1") for row in rows)
     assert summary["metrics"]["accuracy"] == pytest.approx(correct / len(rows), abs=1e-6)
     assert set(summary["metrics"]) >= {"loss", "accuracy", "precision", "recall", "f1", "auroc", "auprc"}
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*")), "no TensorBoard events"
+    tags: dict[str, set[str]] = {"images": set(), "scalars": set(), "hparams": set()}
+    for file in (run_dir / "tensorboard").glob("events.out.tfevents.*"):  # fit and test write one each
+        events = EventAccumulator(str(file))
+        events.Reload()
+        tags["images"] |= set(events.Tags()["images"])
+        tags["scalars"] |= set(events.Tags()["scalars"])
+        with contextlib.suppress(KeyError):  # only the file written at fit start holds the hparams
+            tags["hparams"] |= set(events.PluginTagToContent("hparams"))
+    assert {"report/roc", "report/verdicts"} <= tags["images"]
+    assert {"test/auroc", "hp_metric"} <= tags["scalars"]
+    assert not fitted or {"val/auroc", "train/loss_epoch", "lr-AdamW"} <= tags["scalars"]
+    assert tags["hparams"], "the composed config is missing from TensorBoard's hparams tab"
     return summary
 
 
@@ -94,7 +107,7 @@ def test_multirun_trains_both_models_then_eval_reads_a_checkpoint(tmp_path):
         root=tmp_path,
     )
     (eval_run,) = run_dirs(tmp_path, "eval")
-    summary = check_report(eval_run)
+    summary = check_report(eval_run, fitted=False)
     assert summary["model"]["name"] == "vit"
     assert summary["checkpoint"] == str(checkpoint)
 

@@ -95,7 +95,7 @@ class FacesDataModule(L.LightningDataModule):
         limit_per_split: int | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the entry points log the whole composed config
         self.root = root
         self.image_size = image_size
         self.batch_size = batch_size

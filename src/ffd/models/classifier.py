@@ -8,6 +8,7 @@ The network is described by plain data (``{"name": "densenet", ...}``) and built
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ from torchmetrics.classification import (
 )
 
 from ffd.models import create_net
+
+# The sanity-check batches of an unshuffled validation set may hold one class only, which makes
+# torchmetrics warn about meaningless curves; a split with a class missing is refused at setup anyway.
+warnings.filterwarnings("ignore", message="No (negative|positive) samples in targets")
 
 
 def _metrics(prefix: str) -> MetricCollection:
@@ -60,7 +65,7 @@ class DeepfakeClassifier(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the entry points log the whole composed config
         self.net = create_net(**net)
         self.criterion = nn.BCEWithLogitsLoss()
         self.train_metrics = _metrics("train/")
