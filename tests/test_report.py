@@ -10,7 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from ffd.report import Predictions, compute_metrics, pick_verdict_examples, verdict, write_report
+from ffd.report import (
+    REPORT_FILES,
+    Predictions,
+    compute_metrics,
+    pick_verdict_examples,
+    verdict,
+    write_report,
+)
 
 
 def roc_auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -46,15 +53,7 @@ def predictions(tmp_path) -> Predictions:
 def test_report_files_agree(tmp_path, predictions):
     out = tmp_path / "report"
     summary, _ = write_report(out, predictions, threshold=0.5, bad_files=[("x.jpg", "truncated")])
-    for name in (
-        "metrics.json",
-        "predictions.csv",
-        "bad_files.txt",
-        "confusion_matrix.png",
-        "roc.png",
-        "pr.png",
-        "verdicts.png",
-    ):
+    for name in REPORT_FILES:
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     with (out / "predictions.csv").open() as handle:

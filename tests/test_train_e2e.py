@@ -14,6 +14,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from ffd.report import REPORT_FILES
+
 # A tiny synthetic set and a tiny budget: this checks the plumbing, not the accuracy.
 TINY = [
     "experiment=quickstart",
@@ -49,15 +51,7 @@ def run_dirs(root: Path, task: str) -> list[Path]:
 
 def check_report(run_dir: Path, fitted: bool = True) -> dict:
     report = run_dir / "report"
-    for name in (
-        "metrics.json",
-        "predictions.csv",
-        "bad_files.txt",
-        "confusion_matrix.png",
-        "roc.png",
-        "pr.png",
-        "verdicts.png",
-    ):
+    for name in REPORT_FILES:
         assert (report / name).is_file(), f"{name} missing in {report}"
     summary = json.loads((report / "metrics.json").read_text())
     with (report / "predictions.csv").open() as handle:

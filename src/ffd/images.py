@@ -7,6 +7,7 @@ inputs converted to 8-bit RGB.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,8 @@ warnings.filterwarnings(
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
+# "decode_jpeg, /path/to/decode_jpeg.cpp:171, " before torchvision's reason for a failed decode.
+_SOURCE_LOCATION = re.compile(r"^\w+, \S+\.cpp:\d+,?")
 # File signatures of the formats torchvision.io decodes; anything else is not an image to us.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 
@@ -50,8 +53,10 @@ def decode_rgb(data: torch.Tensor, source: str | Path = "<bytes>") -> torch.Tens
     try:
         image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except (RuntimeError, ValueError) as error:
+        # torchvision prefixes its reason with the C++ function and source line: keep the reason only.
+        reason = _SOURCE_LOCATION.sub("", str(error).splitlines()[0]).strip(" ,")
         raise UnreadableImageError(
-            f"{source}: cannot be decoded as an image ({error}). It is truncated, corrupt or not a "
+            f"{source}: cannot be decoded as an image ({reason}). It is truncated, corrupt or not a "
             "JPEG/PNG/BMP/GIF/WebP file; re-download or re-export it, or remove it from the folder."
         ) from error
     if image.dtype == torch.uint16:  # 16-bit PNG: keep the 8 most significant bits

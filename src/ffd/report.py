@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,13 +21,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torchmetrics.functional import classification as tmf
 
 from ffd import LABELS
 from ffd.images import UnreadableImageError, read_rgb
 
-REAL_COLOUR, FAKE_COLOUR = "#2b8cbe", "#e34a33"
+FAKE_COLOUR = "#e34a33"
+# What write_report leaves in its folder.
+REPORT_FILES = (
+    "metrics.json",
+    "predictions.csv",
+    "bad_files.txt",
+    "confusion_matrix.png",
+    "roc.png",
+    "pr.png",
+    "verdicts.png",
+)
 
 
 @dataclass
@@ -92,42 +103,56 @@ def confusion_figure(labels: np.ndarray, probs: np.ndarray, threshold: float) ->
     return fig
 
 
-def roc_figure(labels: np.ndarray, probs: np.ndarray, auroc: float) -> Figure:
-    fpr, tpr, _ = tmf.binary_roc(torch.as_tensor(probs), torch.as_tensor(labels).long())
+def _curve_figure(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    label: str,
+    baseline: Callable[[Axes], object],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    legend: str,
+) -> Figure:
+    """A curve in the unit square with its chance baseline: the shape shared by ROC and PR plots."""
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
-    ax.plot(fpr.numpy(), tpr.numpy(), color=FAKE_COLOUR, lw=2, label=f"AUROC = {auroc:.4f}")
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
-    ax.set(
-        xlabel="false positive rate (real called fake)",
-        ylabel="true positive rate (fake caught)",
-        title="ROC curve",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
-    ax.legend(loc="lower right")
+    ax.plot(x.numpy(), y.numpy(), color=FAKE_COLOUR, lw=2, label=label)
+    baseline(ax)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc=legend)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def roc_figure(labels: np.ndarray, probs: np.ndarray, auroc: float) -> Figure:
+    fpr, tpr, _ = tmf.binary_roc(torch.as_tensor(probs), torch.as_tensor(labels).long())
+    return _curve_figure(
+        fpr,
+        tpr,
+        f"AUROC = {auroc:.4f}",
+        baseline=lambda ax: ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance"),
+        xlabel="false positive rate (real called fake)",
+        ylabel="true positive rate (fake caught)",
+        title="ROC curve",
+        legend="lower right",
+    )
 
 
 def pr_figure(labels: np.ndarray, probs: np.ndarray, auprc: float) -> Figure:
     precision, recall, _ = tmf.binary_precision_recall_curve(
         torch.as_tensor(probs), torch.as_tensor(labels).long()
     )
-    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
-    ax.plot(recall.numpy(), precision.numpy(), color=FAKE_COLOUR, lw=2, label=f"AUPRC = {auprc:.4f}")
-    ax.axhline(float(np.mean(labels)), color="grey", lw=1, ls="--", label="share of fakes")
-    ax.set(
+    share = float(np.mean(labels))
+    return _curve_figure(
+        recall,
+        precision,
+        f"AUPRC = {auprc:.4f}",
+        baseline=lambda ax: ax.axhline(share, color="grey", lw=1, ls="--", label="share of fakes"),
         xlabel="recall (fakes caught)",
         ylabel="precision (flagged that are fake)",
         title="Precision-recall curve (fake = positive)",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
+        legend="lower left",
     )
-    ax.legend(loc="lower left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
 
 
 def pick_verdict_examples(labels: np.ndarray, probs: np.ndarray, threshold: float, count: int) -> list[int]:

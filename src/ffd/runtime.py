@@ -4,15 +4,12 @@ user errors as one clear paragraph instead of a stack trace."""
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-
-log = logging.getLogger("ffd")
 
 T = TypeVar("T")
 
@@ -39,7 +36,6 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
         try:
             return task(*args, **kwargs)
         except user_error_types() as error:
-            log.error("%s", error)
             print(f"\nffd: error: {error}", file=sys.stderr)
             raise SystemExit(1) from None
 
