@@ -13,6 +13,7 @@ import logging
 import os
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -67,8 +68,8 @@ def output_names(files: list[Path]) -> dict[Path, Path]:
         return {}
     root = Path(os.path.commonpath([f.parent.resolve() for f in files]))
     names = {f: f.resolve().relative_to(root).with_suffix("") for f in files}
-    taken = list(names.values())
-    return {f: name if taken.count(name) == 1 else name.with_name(f.name) for f, name in names.items()}
+    taken = Counter(names.values())  # counted once: a folder may hold tens of thousands of files
+    return {f: name if taken[name] == 1 else name.with_name(f.name) for f, name in names.items()}
 
 
 def fit(image: torch.Tensor, max_side: int) -> torch.Tensor:
