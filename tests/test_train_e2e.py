@@ -5,48 +5,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cli import TINY, TINY_DATA, run_dirs, run_ffd
 from ffd.report import REPORT_FILES
-
-# A tiny synthetic set and a tiny budget: this checks the plumbing, not the accuracy.
-TINY = [
-    "experiment=quickstart",
-    "data.synthetic.image_size=32",
-    "data.synthetic.train=24",
-    "data.synthetic.val=12",
-    "data.synthetic.test=12",
-    "data.batch_size=8",
-    "data.num_workers=0",
-    "trainer.max_epochs=1",
-    "callbacks.model_summary=null",
-]
-
-
-def run_ffd(module: str, *overrides: str, root: Path, expect_ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FFD_ROOT": str(root), "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [sys.executable, "-m", module, *overrides],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if expect_ok:
-        assert result.returncode == 0, f"{module} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
-
-
-def run_dirs(root: Path, task: str) -> list[Path]:
-    return sorted(p.parent for p in (root / "outputs" / task).glob("**/.hydra"))
 
 
 def check_report(run_dir: Path, fitted: bool = True) -> dict:
@@ -75,20 +41,13 @@ def check_report(run_dir: Path, fitted: bool = True) -> dict:
     return summary
 
 
-def test_multirun_trains_both_models_then_eval_reads_a_checkpoint(tmp_path):
-    run_ffd("ffd.train", "-m", *TINY, "model=densenet,vit", root=tmp_path)
-    runs = run_dirs(tmp_path, "train")
-    assert len(runs) == 2, runs
-    names = set()
-    for run in runs:
-        names.add(check_report(run)["model"]["name"])
+def test_multirun_trains_both_models_then_eval_reads_a_checkpoint(tiny_runs, tmp_path):
+    assert set(tiny_runs) == {"densenet", "vit"}
+    for run in tiny_runs.values():
+        check_report(run)
         assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert names == {"densenet", "vit"}
 
-    vit_run = next(
-        r for r in runs if json.loads((r / "report" / "metrics.json").read_text())["model"]["name"] == "vit"
-    )
-    checkpoint = vit_run / "checkpoints" / "last.ckpt"
+    checkpoint = tiny_runs["vit"] / "checkpoints" / "last.ckpt"
     assert (
         torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]["net"]["name"]
         == "vit"
@@ -96,8 +55,7 @@ def test_multirun_trains_both_models_then_eval_reads_a_checkpoint(tmp_path):
     run_ffd(
         "ffd.eval",
         f"ckpt_path={checkpoint}",
-        *[o for o in TINY if o.startswith("data.")],
-        "data=synthetic",
+        *TINY_DATA,
         root=tmp_path,
     )
     (eval_run,) = run_dirs(tmp_path, "eval")

@@ -1,0 +1,31 @@
+"""Fixtures shared by test files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli import TINY, run_dirs, run_ffd
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One `ffd.train -m` sweep over both models on the tiny synthetic set: {model name: run folder}.
+
+    The root (FFD_ROOT) is the runs' grandparent's parent; each run holds checkpoints/last.ckpt.
+    """
+    root = tmp_path_factory.mktemp("tiny_runs")
+    run_ffd("ffd.train", "-m", *TINY, "model=densenet,vit", root=root)
+    runs = {}
+    for run in run_dirs(root, "train"):
+        name = json.loads((run / "report" / "metrics.json").read_text())["model"]["name"]
+        runs[name] = run
+    return runs
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tiny_runs: dict[str, Path]) -> dict[str, Path]:
+    """{model name: last.ckpt} of the tiny sweep (a few steps of training: plumbing, not accuracy)."""
+    return {name: run / "checkpoints" / "last.ckpt" for name, run in tiny_runs.items()}
