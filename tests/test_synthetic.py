@@ -44,6 +44,14 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert file_bytes(a).keys() == file_bytes(c).keys() and file_bytes(a) != file_bytes(c)
 
 
+def test_parallel_rendering_writes_the_same_bytes(tmp_path: Path) -> None:
+    # 600 train images: three chunks, so two processes really split the work.
+    one = generate(tmp_path / "one", image_size=8, train=600, val=2, test=2, progress=False)
+    two = generate(tmp_path / "two", image_size=8, train=600, val=2, test=2, progress=False, workers=2)
+    assert len(file_bytes(one)) == 604
+    assert file_bytes(one) == file_bytes(two)
+
+
 def test_layout_is_the_kaggle_one(tmp_path: Path) -> None:
     root = generate(tmp_path, image_size=16, train=6, val=4, test=2, progress=False)
     index = index_dataset(root)

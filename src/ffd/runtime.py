@@ -14,6 +14,18 @@ from omegaconf import DictConfig, OmegaConf
 T = TypeVar("T")
 
 
+def gpu_precision() -> str:
+    """Lightning's autocast precision for this machine's GPU: bf16 where supported, else fp16."""
+    import torch
+
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+# Config interpolations: ${ffd.gpu_precision:} (conf/trainer/gpu.yaml).
+if not OmegaConf.has_resolver("ffd.gpu_precision"):
+    OmegaConf.register_new_resolver("ffd.gpu_precision", gpu_precision)
+
+
 class UserError(Exception):
     """Bad input from the user (a path, a file, an option): shown as one paragraph, exit code 1."""
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ffd import LABELS
 from ffd.data import synthetic as synthetic_set
+from ffd.data.gpu_augment import BatchAugment
 from ffd.data.index import SPLITS, DatasetIndex, index_dataset
 from ffd.data.transforms import eval_transform, train_transform
 from ffd.images import UnreadableImageError, read_rgb
@@ -64,10 +65,11 @@ def collate_faces(samples: Sequence[dict[str, Any]], image_size: int) -> dict[st
     }
 
 
-def default_num_workers() -> int:
-    """One worker per CPU this process may use, less one for the main process, at most 16."""
+def default_num_workers(processes: int = 1) -> int:
+    """Loader workers per training process: its share of the CPUs this process may use, less one for the
+    process itself, at most 16. ``processes``: training processes on this machine (one per GPU)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(cpus - 1, 16))
+    return max(0, min(cpus // max(processes, 1) - 1, 16))
 
 
 class FacesDataModule(L.LightningDataModule):
@@ -75,7 +77,11 @@ class FacesDataModule(L.LightningDataModule):
 
     `synthetic` (image_size, train, val, test, seed) generates the demo set at `root` in prepare_data.
     `augment`: True for the reference augmentation, False for none, or a mapping of
-    `ffd.data.transforms.train_transform` arguments. `limit_per_split` keeps the first N images per
+    `ffd.data.transforms.train_transform` arguments. `augment_on`: "cpu" augments each image in the loader
+    workers; "gpu" augments whole training batches on the device after transfer
+    (`ffd.data.gpu_augment.BatchAugment`, per-image random parameters), which frees the workers for
+    decoding when the CPUs cannot keep up with the GPU. `num_workers`: null derives it from the CPU count
+    and the number of training processes on this machine. `limit_per_split` keeps the first N images per
     class per split (debugging, tests).
     """
 
@@ -87,6 +93,7 @@ class FacesDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         pin_memory: bool = True,
         augment: bool | Mapping[str, Any] = True,
+        augment_on: str = "cpu",
         split_dirs: Mapping[str, Sequence[str]] | None = None,
         class_dirs: Mapping[int, Sequence[str]] | None = None,
         use_csv: str | bool = "auto",
@@ -99,9 +106,13 @@ class FacesDataModule(L.LightningDataModule):
         self.root = root
         self.image_size = image_size
         self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self._num_workers = num_workers
         self.pin_memory = pin_memory
+        if augment_on not in ("cpu", "gpu"):
+            raise ValueError(f"data.augment_on must be 'cpu' or 'gpu', got {augment_on!r}.")
         self.augment = augment
+        self.augment_on = augment_on
+        self.batch_augment = BatchAugment(**self._augment_args()) if augment and augment_on == "gpu" else None
         self.split_dirs, self.class_dirs, self.use_csv = split_dirs, class_dirs, use_csv
         self.synthetic = dict(synthetic) if synthetic else None
         self.persistent_workers = persistent_workers
@@ -175,12 +186,10 @@ class FacesDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.index is None:
             raise RuntimeError("FacesDataModule needs setup() before its loaders.")
-        if not train:
-            transform = eval_transform(self.image_size)
-        elif isinstance(self.augment, Mapping):
-            transform = train_transform(self.image_size, **self.augment)
+        if train and self.augment and self.augment_on == "cpu":
+            transform = train_transform(self.image_size, **self._augment_args())
         else:
-            transform = train_transform(self.image_size) if self.augment else eval_transform(self.image_size)
+            transform = eval_transform(self.image_size)
         dataset = FaceImages(self.index.samples[split], transform)
         return DataLoader(
             dataset,
@@ -192,6 +201,21 @@ class FacesDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=partial(collate_faces, image_size=self.image_size),
         )
+
+    def _augment_args(self) -> dict[str, Any]:
+        return dict(self.augment) if isinstance(self.augment, Mapping) else {}
+
+    @property
+    def num_workers(self) -> int:
+        if self._num_workers is not None:
+            return self._num_workers
+        return default_num_workers(self.trainer.num_devices if self.trainer else 1)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Augment training batches on the device when augment_on is "gpu"."""
+        if self.batch_augment is not None and self.trainer is not None and self.trainer.training:
+            batch["image"] = self.batch_augment(batch["image"])
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

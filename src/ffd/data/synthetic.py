@@ -25,10 +25,14 @@ Run alone: ``python -m ffd.data.synthetic --root DIR --image-size 64 --train 200
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing as mp
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +191,17 @@ def _jobs(counts: dict[str, int]) -> Iterator[tuple[str, int, np.ndarray, np.nda
             yield split, chunk, labels[start : start + _CHUNK], numbers[start : start + _CHUNK]
 
 
+def _write_chunk(job: tuple[str, int, np.ndarray, np.ndarray], root: Path, image_size: int, seed: int) -> int:
+    """Render one chunk from its own seed and write its JPEG files; returns the number written."""
+    split, chunk, labels, numbers = job
+    rng = np.random.default_rng([seed, list(SPLIT_FOLDERS).index(split), chunk])
+    images = render_batch(rng, labels, image_size)
+    for image, label, number in zip(images, labels, numbers, strict=True):
+        path = root / SPLIT_FOLDERS[split] / CLASS_FOLDERS[int(label)] / f"{number:06d}.jpg"
+        path.write_bytes(encode_jpeg(image, quality=JPEG_QUALITY).numpy().tobytes())
+    return len(labels)
+
+
 def generate(
     root: str | Path,
     image_size: int = 64,
@@ -195,11 +210,12 @@ def generate(
     test: int = 400,
     seed: int = 0,
     progress: bool = True,
+    workers: int = 1,
 ) -> Path:
     """Write the set to root/{train,valid,test}/{real,fake}/NNNNNN.jpg unless it is already complete.
 
     Deterministic: the same parameters give the same bytes. Counts are images per split (half real,
-    half fake). Returns root.
+    half fake). ``workers`` > 1 renders chunks in that many processes (the same bytes). Returns root.
     """
     if image_size < 8 or image_size % 2:
         raise ValueError(f"image_size must be an even number >= 8 (got {image_size}).")
@@ -214,17 +230,23 @@ def generate(
         for name in CLASS_FOLDERS.values():
             (root / folder / name).mkdir(parents=True, exist_ok=True)
 
+    write = partial(_write_chunk, root=root, image_size=image_size, seed=seed)
     jobs = list(_jobs(counts))
-    split_ids = {split: i for i, split in enumerate(SPLIT_FOLDERS)}
-    with Progress(disable=not progress or sum(counts.values()) < 2000, transient=True) as bar:
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(
+            Progress(disable=not progress or sum(counts.values()) < 2000, transient=True)
+        )
         task = bar.add_task(f"Writing synthetic faces to {root}", total=sum(counts.values()))
-        for split, chunk, labels, numbers in jobs:
-            rng = np.random.default_rng([seed, split_ids[split], chunk])
-            images = render_batch(rng, labels, image_size)
-            for image, label, number in zip(images, labels, numbers, strict=True):
-                path = root / SPLIT_FOLDERS[split] / CLASS_FOLDERS[int(label)] / f"{number:06d}.jpg"
-                path.write_bytes(encode_jpeg(image, quality=JPEG_QUALITY).numpy().tobytes())
-            bar.advance(task, len(labels))
+        if workers > 1:  # chunks are independent (own seed, own files): same bytes in any order
+            pool = ProcessPoolExecutor(
+                workers, mp_context=mp.get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)
+            )
+            stack.enter_context(pool)
+            done = pool.map(write, jobs)
+        else:
+            done = map(write, jobs)
+        for written in done:
+            bar.advance(task, written)
     (root / MARKER).write_text(json.dumps(_params(image_size, counts, seed), indent=2))
     return root
 
@@ -237,9 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=400)
     parser.add_argument("--test", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    generate(args.root, args.image_size, args.train, args.val, args.test, args.seed)
+    generate(args.root, args.image_size, args.train, args.val, args.test, args.seed, workers=args.workers)
     total = args.train + args.val + args.test
     print(f"{total} images of {args.image_size} px in {args.root} ({time.perf_counter() - start:.1f} s)")
 

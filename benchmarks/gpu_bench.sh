@@ -1,0 +1,24 @@
+#!/bin/bash
+# One GPU session of `python -m ffd.bench`, for a machine whose Python has torch, lightning, timm and
+# torchmetrics but not hydra-core / omegaconf / antlr4 (bring them as wheels in .whl/, e.g. with
+# ../shared/tools/device-wheels.sh). Writes bench.json, bench.md and the log to $OUT (default /tmp/ffd/out).
+#   bash benchmarks/gpu_bench.sh [more ffd.bench overrides]
+set -u
+cd "$(dirname "$0")/.."
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src PYTHONUNBUFFERED=1 FFD_ROOT=${FFD_ROOT:-/tmp/ffd} HYDRA_FULL_ERROR=1
+OUT=${OUT:-/tmp/ffd/out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__, 'cpus', __import__('os').cpu_count())" | tee -a "$OUT/gpu.txt"
+timeout "${BENCH_TIMEOUT_S:-470}" python3 -m ffd.bench models=[vit,densenet] steps=100 warmup_steps=20 data_batches=40 \
+  "train_overrides=['callbacks.speed.compile=true']" \
+  "step_variants=[{precision:32-true,channels_last:false,compile:false},{precision:bf16-mixed,channels_last:true,compile:false}]" \
+  hydra.run.dir="$FFD_ROOT/bench" "$@" > "$OUT/bench.log" 2>&1
+echo "ffd.bench exit code $?"
+cp "$FFD_ROOT"/bench/bench.json "$FFD_ROOT"/bench/bench.md "$OUT"/ 2>/dev/null
+grep -v "^\[20\|it/s\|Epoch" "$OUT/bench.log" | tail -40
+cat "$OUT/bench.md" 2>/dev/null || tail -60 "$OUT/bench.log"

@@ -1,0 +1,473 @@
+"""python -m ffd.bench [models=[densenet,vit]] [image_size=256] [batch_size=128] [steps=200] [...]
+
+Where training time goes, per model, on whatever device is present, with the settings ``ffd.train`` uses
+there (``trainer=gpu`` on a GPU: bf16, channels_last, torch.compile; ``trainer=cpu`` otherwise):
+
+  (a) step   the bare training step (forward, loss, backward, AdamW) on random uint8 batches already on the
+             device: the ceiling for everything else;
+  (b) data   the training data pipeline alone: read the JPEG files, decode, augment (or not, when the
+             augmentation runs on the GPU), collate, pin; and the GPU augmentation alone;
+  (c) loop   the full ``ffd.train`` loop (Lightning, data, metrics, logging, callbacks) on the same files,
+             once per ``augment_on`` place; validation off.
+
+Prints a table of images/s with the ratio (c)/(a) and peak GPU memory, and writes ``bench.json`` and
+``bench.md`` into outputs/bench/<timestamp>/. The files are the synthetic set written as 256 px JPEGs.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra import compose
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+from torch.autograd import DeviceType
+
+from ffd.data import synthetic as synthetic_set
+from ffd.data.datamodule import default_num_workers
+from ffd.data.gpu_augment import BatchAugment
+from ffd.models.classifier import make_adamw
+from ffd.runtime import exit_on_user_error
+
+log = logging.getLogger("ffd.bench")
+
+# Sizes when the config leaves them null: a real GPU measurement, or a quick look on a CPU.
+GPU_DEFAULTS = {"image_size": 256, "batch_size": 128, "steps": 200, "warmup_steps": 50, "data_batches": 60}
+CPU_DEFAULTS = {"image_size": 64, "batch_size": 16, "steps": 10, "warmup_steps": 3, "data_batches": 10}
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _peak_memory_gib() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def _reset_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _timed(run: Callable[[], int], warmup: int, repeats: int) -> float:
+    """Images per second of ``run`` (which returns the images it handled), after ``warmup`` calls."""
+    for _ in range(warmup):
+        run()
+    _sync()
+    start, images = time.perf_counter(), 0
+    for _ in range(repeats):
+        images += run()
+    _sync()
+    return images / (time.perf_counter() - start)
+
+
+class StepProfile:
+    """torch.profiler over a few steps: where the host and the GPU spend each step (a table in a file)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.profiler: torch.profiler.profile | None = None
+        self.steps = 0
+        self.start = 0.0
+
+    def begin(self) -> None:
+        if self.path is None:
+            return
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        _sync()
+        self.profiler = torch.profiler.profile(activities=activities)
+        self.profiler.__enter__()
+        self.start = time.perf_counter()
+
+    def step(self) -> None:
+        self.steps += self.profiler is not None
+
+    def end(self) -> None:
+        if self.profiler is None or self.path is None:
+            return
+        _sync()
+        wall_ms = (time.perf_counter() - self.start) * 1e3 / max(self.steps, 1)
+        self.profiler.__exit__(None, None, None)
+        events = self.profiler.key_averages()
+        # Kernel time only: user annotations (Optimizer.step, ...) repeat their kernels' time.
+        kernels = [e for e in events if e.device_type != DeviceType.CPU and not e.is_user_annotation]
+        device_us = sum(e.self_device_time_total for e in kernels) / max(self.steps, 1)
+        lines = [
+            f"{self.steps} steps profiled: {wall_ms:.1f} ms wall per step, {device_us / 1e3:.1f} ms of GPU "
+            f"kernels per step (GPU busy {device_us / 1e3 / wall_ms:.0%} of the wall time, profiler on)",
+            events.table(sort_by="self_device_time_total", row_limit=25),
+            events.table(sort_by="self_cpu_time_total", row_limit=25),
+        ]
+        self.path.write_text("\n".join(lines))
+        self.profiler = None
+
+
+class StepTimer(Callback):
+    """Times the training steps after the first ``warmup_steps`` (compilation, cuDNN autotuning, worker
+    start-up) and writes images/s and peak GPU memory to ``result_path`` when training ends."""
+
+    def __init__(
+        self, warmup_steps: int, result_path: str, profile_steps: int = 0, profile_path: str | None = None
+    ) -> None:
+        self.warmup_steps = warmup_steps
+        self.result_path = Path(result_path)
+        self.profile_steps = min(profile_steps, warmup_steps // 2)
+        self.profile = StepProfile(Path(profile_path) if profile_path and self.profile_steps else None)
+        self.start: float | None = None
+        self.images = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.warmup_steps and self.start is None:
+            self.profile.end()
+            _sync()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            self.start = time.perf_counter()
+        if self.start is not None:
+            self.images += len(batch["label"])
+        # The profile covers the last warm-up steps, so it does not slow the timed ones.
+        if trainer.global_step == self.warmup_steps - self.profile_steps:
+            self.profile.begin()
+        self.profile.step()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        _sync()
+        if self.start is None:
+            raise RuntimeError(f"Training stopped before step {self.warmup_steps}: raise steps.")
+        seconds = time.perf_counter() - self.start
+        result = {"images_per_s": self.images / seconds, "images": self.images, "seconds": seconds}
+        self.result_path.write_text(json.dumps({**result, "peak_gib": _peak_memory_gib()}))
+
+
+def train_config(
+    cfg: DictConfig, model: str, augment_on: str, run_dir: Path, extra: list[str] | tuple[str, ...] = ()
+) -> DictConfig:
+    """The ``ffd.train`` config the bench measures: the model on the bench's files, sizes and steps."""
+    sizes = cfg.sizes
+    overrides = [
+        f"model={model}",
+        f"trainer={cfg.trainer}",
+        "data=synthetic",
+        f"data.synthetic.image_size={sizes.image_size}",
+        f"data.synthetic.train={cfg.files}",
+        "data.synthetic.val=32",
+        "data.synthetic.test=32",
+        f"data.batch_size={sizes.batch_size}",
+        "data.augment=true",  # the synthetic set's default is none: measure the real recipe's cost
+        f"data.augment_on={augment_on}",
+        "++model.net.pretrained=false",  # no download; the same compute
+        "model.scheduler=null",  # plateau follows val/auroc, and validation is off
+        "++callbacks.finetune=null",  # the whole network trains, as in (a)
+        "callbacks.model_checkpoint=null",  # no validation, so nothing to monitor
+        "callbacks.early_stopping=null",
+        "callbacks.model_summary=null",
+        "test=false",
+        "trainer.max_epochs=-1",
+        f"++trainer.max_steps={sizes.warmup_steps + sizes.steps}",
+        "++trainer.limit_val_batches=0",
+        "++trainer.num_sanity_val_steps=0",
+        f"paths.output_dir={run_dir}",
+        "+callbacks.bench_timer._target_=ffd.bench.StepTimer",
+        f"+callbacks.bench_timer.warmup_steps={sizes.warmup_steps}",
+        f"+callbacks.bench_timer.result_path={run_dir / 'timer.json'}",
+        f"+callbacks.bench_timer.profile_path={run_dir.parent.parent / f'profile_{model}_c_loop.txt'}",
+        *cfg.train_overrides,
+        *extra,
+    ]
+    return compose(config_name="train", overrides=overrides)
+
+
+def _autocast(precision: str) -> Any:
+    """The autocast context Lightning uses for a precision setting ('bf16-mixed', '16-mixed', '32-true')."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
+    return torch.autocast(device, dtype=dtype) if dtype else nullcontext()
+
+
+def bare_step(
+    train_cfg: DictConfig, steps: int, warmup: int, profile_steps: int = 0, profile_path: Path | None = None
+) -> dict[str, Any]:
+    """(a): forward, loss, backward and AdamW step on random uint8 batches resident on the device."""
+    _reset_memory()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = instantiate(train_cfg.model, _convert_="all").to(device).train()
+    speed = train_cfg.callbacks.get("speed")
+    if speed:
+        instantiate(speed).setup(None, model, "fit")
+    optimizer = make_adamw(list(model.parameters()), train_cfg.model.get("optimizer"))
+    size, batch = train_cfg.data.image_size, train_cfg.data.batch_size
+    # Several distinct random batches (never zeros), so no step sees the data of the one before.
+    batches = [
+        (
+            torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device),
+            torch.randint(0, 2, (batch,), device=device).float(),
+        )
+        for _ in range(4)
+    ]
+    scaler = torch.amp.GradScaler(enabled=train_cfg.trainer.precision == "16-mixed")
+    cycle = iter(range(1 << 62))
+
+    def step() -> int:
+        images, labels = batches[next(cycle) % len(batches)]
+        with _autocast(train_cfg.trainer.precision):
+            loss = model.criterion(model(images), labels)
+            if hasattr(model.net, "regularization_loss"):
+                loss = loss + model.net.regularization_loss()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return batch
+
+    if profile_path is not None:  # a few steps under the profiler, after the warm-up
+        for _ in range(warmup):
+            step()
+        profile = StepProfile(profile_path)
+        profile.begin()
+        for _ in range(min(profile_steps, steps)):
+            step()
+            profile.step()
+        profile.end()
+    images_per_s = _timed(step, warmup, steps)  # the model and batches are freed on return
+    return {"images_per_s": images_per_s, "peak_gib": _peak_memory_gib()}
+
+
+def data_pipeline(train_cfg: DictConfig, batches: int, warmup: int) -> dict[str, Any]:
+    """(b): images/s of the training loader alone (read, decode, augment on CPU or not, collate, pin)."""
+    datamodule = instantiate(train_cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+
+    def endless() -> Iterator[dict[str, Any]]:
+        while True:
+            yield from loader
+
+    stream = endless()
+    # The persistent workers stop when the loader is freed, on return.
+    return {
+        "images_per_s": _timed(lambda: len(next(stream)["label"]), warmup, batches),
+        "workers": loader.num_workers,
+    }
+
+
+def gpu_augment(train_cfg: DictConfig, batches: int) -> dict[str, Any]:
+    """(b'): images/s of ``BatchAugment`` alone on device-resident uint8 batches."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    size, batch = train_cfg.data.image_size, train_cfg.data.batch_size
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+    augment = BatchAugment()
+    return {"images_per_s": _timed(lambda: len(augment(images)), 3, batches)}
+
+
+def full_loop(train_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """(c): ``ffd.train.train`` itself, timed by StepTimer after the warm-up steps."""
+    from ffd.train import train
+
+    _reset_memory()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train(train_cfg)
+    return json.loads((run_dir / "timer.json").read_text())
+
+
+def loop_variant(cfg: DictConfig, model: str, place: str, run_dir: Path, extra: list[str]) -> dict[str, Any]:
+    """(c) with more ffd.train overrides (a ``loop_variants`` entry)."""
+    overrides = [*extra, "+callbacks.bench_timer.profile_steps=0"]
+    return full_loop(train_config(cfg, model, place, run_dir, overrides), run_dir)
+
+
+def _attempt(
+    results: list[dict[str, Any]], row: dict[str, Any], measure: Callable[[], dict[str, Any]]
+) -> None:
+    """Run one measurement; a failure is recorded in its row and the bench goes on to the next."""
+    try:
+        row.update(measure())
+    except Exception as error:  # a GPU bench must not lose the figures already taken
+        log.exception("%s / %s failed", row["model"], row["part"])
+        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    results.append(row)
+    log.info("%s", row)
+    if output_dir := row.pop("_output_dir", None):  # keep what was measured if a later part dies
+        (output_dir / "bench.json").write_text(json.dumps({"machine": machine(), "rows": results}, indent=2))
+
+
+def with_settings(train_cfg: DictConfig, precision: str, channels_last: bool, compile: bool) -> DictConfig:
+    """A copy of the config with other precision / memory layout / compile settings (a step variant)."""
+    variant = train_cfg.copy()
+    OmegaConf.set_struct(variant, False)
+    variant.trainer.precision = precision
+    speed = {"_target_": "ffd.callbacks.speed.SpeedUps", "channels_last": channels_last, "compile": compile}
+    variant.callbacks.speed = speed
+    return variant
+
+
+def settings_of(train_cfg: DictConfig) -> dict[str, Any]:
+    speed = train_cfg.callbacks.get("speed") or {}
+    return {
+        "precision": str(train_cfg.trainer.precision),
+        "channels_last": bool(speed.get("channels_last", False)),
+        "compile": bool(speed.get("compile", False)),
+        "image_size": int(train_cfg.data.image_size),
+        "batch_size": int(train_cfg.data.batch_size),
+    }
+
+
+def run_bench(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
+    """Every measurement for every model; returns the rows (also written to bench.json as they come)."""
+    results: list[dict[str, Any]] = []
+    steps, warmup, batches = cfg.sizes.steps, cfg.sizes.warmup_steps, cfg.sizes.data_batches
+    for model in cfg.models:
+        configs = {
+            place: train_config(
+                cfg,
+                model,
+                place,
+                output_dir / model / f"loop_augment_{place}",
+                [f"+callbacks.bench_timer.profile_steps={cfg.profile_steps if i == 0 else 0}"],
+            )
+            for i, place in enumerate(cfg.augment_on)
+        }
+        train_cfg = configs[cfg.augment_on[0]]
+        synthetic_set.generate(train_cfg.data.root, **train_cfg.data.synthetic, workers=os.cpu_count() or 1)
+        base = {"model": model, **settings_of(train_cfg), "_output_dir": output_dir}
+        if "step" in cfg.parts:
+            profile = output_dir / f"profile_{model}_a_step.txt" if cfg.profile_steps else None
+            measure = partial(bare_step, train_cfg, steps, warmup, cfg.profile_steps, profile)
+            _attempt(results, {**base, "part": "a_step"}, measure)
+            for variant in cfg.step_variants:
+                variant_cfg = with_settings(train_cfg, **variant)
+                row = {**base, **settings_of(variant_cfg), "part": "a_step_variant"}
+                _attempt(results, row, partial(bare_step, variant_cfg, steps, warmup))
+        if "data" in cfg.parts:
+            for place, place_cfg in configs.items():
+                row = {**base, "part": "b_data", "augment_on": place}
+                _attempt(results, row, partial(data_pipeline, place_cfg, batches, warmup))
+            if "gpu" in configs:
+                _attempt(results, {**base, "part": "b_gpu_augment"}, partial(gpu_augment, train_cfg, batches))
+        if "loop" in cfg.parts:
+            for place, place_cfg in configs.items():
+                run_dir = output_dir / model / f"loop_augment_{place}"
+                row = {**base, "part": "c_loop", "augment_on": place}
+                _attempt(results, row, partial(full_loop, place_cfg, run_dir))
+            place = cfg.augment_on[-1]
+            for number, extra in enumerate(cfg.loop_variants):
+                run_dir = output_dir / model / f"loop_variant{number}"
+                row = {**base, "part": "c_loop", "augment_on": place, "variant": " ".join(extra)}
+                _attempt(results, row, partial(loop_variant, cfg, model, place, run_dir, extra))
+    return results
+
+
+def machine() -> dict[str, Any]:
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "loader_workers": default_num_workers(),
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    """One line per measurement: model, what, images/s, (c)/(a), peak GiB, note."""
+    step = {r["model"]: r.get("images_per_s") for r in results if r["part"] == "a_step"}
+    names = {
+        "a_step": "(a) bare step",
+        "a_step_variant": "(a) bare step, {precision}, channels_last={channels_last}, compile={compile}",
+        "b_data": "(b) data pipeline, augment on {augment_on}",
+        "b_gpu_augment": "(b) GPU augmentation alone (BatchAugment)",
+        "c_loop": "(c) full ffd.train loop, augment on {augment_on}{variant}",
+    }
+    rows = []
+    for r in results:
+        speed = r.get("images_per_s")
+        ratio = (
+            f"{speed / step[r['model']]:.2f}"
+            if r["part"] == "c_loop" and speed and step.get(r["model"])
+            else ""
+        )
+        peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else ""
+        note = r.get("error") or (f"{r['workers']} workers" if "workers" in r else "")
+        rows.append(
+            [
+                r["model"],
+                names[r["part"]].format(**{**r, "variant": f", {r['variant']}" if r.get("variant") else ""}),
+                f"{speed:,.0f}" if speed else "failed",
+                ratio,
+                peak,
+                note,
+            ]
+        )
+    return rows
+
+
+HEADER = ["model", "measurement", "images/s", "(c)/(a)", "peak GiB", "note"]
+
+
+def write_tables(results: list[dict[str, Any]], output_dir: Path, title: str) -> None:
+    rows = table_rows(results)
+    table = Table(title=title)
+    for column in HEADER:
+        table.add_column(column, justify="right" if column in ("images/s", "(c)/(a)", "peak GiB") else "left")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=160).print(table)
+    lines = [f"{title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    (output_dir / "bench.md").write_text("\n".join(lines) + "\n")
+
+
+def resolve_sizes(cfg: DictConfig) -> None:
+    """Fill the null sizes and the trainer from the device present."""
+    defaults = GPU_DEFAULTS if torch.cuda.is_available() else CPU_DEFAULTS
+    cfg.sizes = {key: cfg.get(key) if cfg.get(key) is not None else value for key, value in defaults.items()}
+    if cfg.trainer is None:
+        cfg.trainer = "gpu" if torch.cuda.is_available() else "cpu"
+    if cfg.files is None:  # enough files for several hundred steps
+        cfg.files = cfg.sizes.batch_size * max(cfg.sizes.warmup_steps + cfg.sizes.steps, 16) // 3 // 2 * 2
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="bench")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    OmegaConf.set_struct(cfg, False)
+    resolve_sizes(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    log.info("Bench settings: %s", OmegaConf.to_container(cfg, resolve=True))
+    results = run_bench(cfg, output_dir)
+    info = machine()
+    device = info.get("gpu") or f"{info['cpus']} CPU cores ({info['cpu']})"
+    sizes = cfg.sizes
+    title = (
+        f"ffd.bench on {device}, torch {info['torch']}: {sizes.image_size} px, batch {sizes.batch_size}, "
+        f"{sizes.steps} timed steps after {sizes.warmup_steps}, {cfg.files} JPEG files, trainer={cfg.trainer}"
+    )
+    write_tables(results, output_dir, title)
+    print(f"\nbench.json and bench.md in {output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Speed settings (trainer=gpu, SpeedUps, ProgressBar, loader workers, GPU augmentation, fused AdamW),
+the SLURM launcher config, and `python -m ffd.bench` on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from cli import run_ffd
+from ffd.callbacks.progress import ProgressBar
+from ffd.callbacks.speed import SpeedUps
+from ffd.data.datamodule import FacesDataModule, default_num_workers
+from ffd.data.synthetic import generate
+from ffd.data.transforms import ResizeIfNeeded
+from ffd.models.classifier import DeepfakeClassifier, make_adamw
+from ffd.runtime import gpu_precision
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_train(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_trainer_gpu_sets_the_loader_and_speed_callback_and_keeps_cpu_runs_apart() -> None:
+    gpu = compose_train("trainer=gpu", "data.root=/data")
+    assert gpu.trainer.accelerator == "gpu" and gpu.trainer.benchmark is True
+    assert gpu.trainer.precision == gpu_precision()
+    assert gpu.data.pin_memory and gpu.data.persistent_workers and gpu.data.num_workers is None
+    assert gpu.data.augment_on == "gpu"
+    assert gpu.callbacks.speed.channels_last is True and gpu.callbacks.speed.compile is False
+    cpu = compose_train("trainer=cpu", "data.root=/data")
+    assert cpu.trainer.accelerator == "cpu" and "speed" not in cpu.callbacks
+    assert cpu.data.augment_on == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("cuda", "bf16", "expected"), [(True, True, "bf16-mixed"), (True, False, "16-mixed")]
+)
+def test_gpu_precision_follows_the_gpu(monkeypatch, cuda: bool, bf16: bool, expected: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    assert gpu_precision() == expected
+
+
+def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer() -> None:
+    pytest.importorskip(
+        "hydra_plugins.hydra_submitit_launcher",
+        reason="needs the slurm extra (pip install 'ffd[slurm]'); installed by the dev extra",
+    )
+    cfg = compose_train("hydra/launcher=slurm", "trainer=gpu", "trainer.devices=4", "trainer.num_nodes=3")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (3, 4, 4)
+
+
+def test_speedups_make_the_network_channels_last_and_compile_it_in_place() -> None:
+    model = DeepfakeClassifier(net={"name": "densenet", "backbone": "densenet121", "pretrained": False})
+    keys = list(model.state_dict())
+    SpeedUps(channels_last=True, compile=True, matmul_precision=None).setup(None, model, "fit")
+    conv = model.net.backbone.features.conv0.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert model.net._compiled_call_impl is not None, "nn.Module.compile was not applied"
+    assert list(model.state_dict()) == keys, "compiling must not rename the checkpoint's keys"
+
+
+def test_fused_adamw_only_for_gpu_parameters() -> None:
+    params = [nn.Parameter(torch.zeros(3))]
+    assert not make_adamw(params, {"lr": 0.1}).defaults["fused"]
+    assert make_adamw(params, {"lr": 0.1, "fused": False}).defaults["lr"] == 0.1
+
+
+def test_loader_workers_are_shared_between_the_processes_of_a_machine(monkeypatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert default_num_workers() == 15
+    assert default_num_workers(processes=2) == 7
+    assert default_num_workers(processes=8) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert default_num_workers() == 0
+
+
+def test_augment_on_gpu_leaves_workers_decoding_and_augments_train_batches_after_transfer(tmp_path) -> None:
+    root = generate(tmp_path, image_size=16, train=8, val=4, test=4, progress=False)
+    module = FacesDataModule(str(root), image_size=16, batch_size=8, num_workers=0, augment_on="gpu")
+    module.setup("fit")
+    assert isinstance(module.train_dataloader().dataset.transform, ResizeIfNeeded)  # decode + resize only
+    batch = next(iter(module.val_dataloader()))
+    original = batch["image"].clone()
+    module.trainer = SimpleNamespace(training=False, num_devices=1)
+    assert torch.equal(module.on_after_batch_transfer(dict(batch), 0)["image"], original)
+    module.trainer = SimpleNamespace(training=True, num_devices=1)
+    torch.manual_seed(0)
+    augmented = module.on_after_batch_transfer(dict(batch), 0)["image"]
+    assert augmented.dtype == torch.uint8 and augmented.shape == original.shape
+    assert not torch.equal(augmented, original)
+    with pytest.raises(ValueError, match="augment_on"):
+        FacesDataModule(str(root), augment_on="tpu")
+
+
+class _CountingBar(ProgressBar):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.reads = 0
+
+    def get_metrics(self, trainer, pl_module):
+        self.reads += 1
+        return super().get_metrics(trainer, pl_module)
+
+
+class _Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).pow(2).mean()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_progress_bar_reads_the_metrics_every_n_steps_not_every_step(tmp_path) -> None:
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 2)), batch_size=1)
+    bar = _CountingBar(metrics_every_n_steps=4)
+    trainer = L.Trainer(
+        max_epochs=1, callbacks=[bar], logger=False, enable_checkpointing=False, default_root_dir=tmp_path
+    )
+    trainer.fit(_Tiny(), data)
+    # 12 steps: at steps 4, 8 and 12, plus once at the end of the epoch (the base bar reads every step).
+    assert bar.reads == 4, bar.reads
+
+
+def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) -> None:
+    run_ffd(
+        "ffd.bench",
+        "models=[vit]",
+        "image_size=16",
+        "batch_size=4",
+        "steps=2",
+        "warmup_steps=2",
+        "data_batches=2",
+        "augment_on=[gpu]",
+        "profile_steps=1",
+        "train_overrides=['data.num_workers=0','model.net.dim=16','model.net.depth=1']",
+        root=tmp_path,
+    )
+    (run,) = (tmp_path / "outputs" / "bench").iterdir()
+    rows = json.loads((run / "bench.json").read_text())["rows"]
+    parts = [row["part"] for row in rows]
+    assert parts == ["a_step", "b_data", "b_gpu_augment", "c_loop"], rows
+    assert all(row["images_per_s"] > 0 and "error" not in row for row in rows), rows
+    table = (run / "bench.md").read_text()
+    ratio = rows[3]["images_per_s"] / rows[0]["images_per_s"]
+    assert f"| {ratio:.2f} |" in table
+    assert "(a) bare step" in table and "(c) full ffd.train loop" in table
+    assert (run / "profile_vit_a_step.txt").read_text().startswith("1 steps profiled")
+    assert (run / "profile_vit_c_loop.txt").read_text().startswith("1 steps profiled")
