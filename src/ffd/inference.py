@@ -1,0 +1,247 @@
+"""Real/Fake verdicts for image files, from a checkpoint (PyTorch) or an exported ONNX file (onnxruntime).
+
+What ``python -m ffd.predict`` runs: resolve the input (an image, a folder, a glob or a list of paths),
+decode and resize exactly as evaluation does (FaceImages, eval_transform), predict in batches, then print
+a bounded table and write predictions.csv, predictions.json and bad_files.txt. Unreadable files are
+listed and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+from torch.utils.data import DataLoader
+
+from ffd import LABELS
+from ffd.data.datamodule import FaceImages, collate_faces, default_num_workers
+from ffd.data.transforms import eval_transform
+from ffd.deploy.session import OnnxDetector
+from ffd.images import IMAGE_SUFFIXES
+from ffd.models.classifier import load_classifier
+from ffd.report import verdict, write_bad_files
+from ffd.runtime import UserError
+
+MODEL_SUFFIXES = (".ckpt", ".onnx")
+LIST_SUFFIX = ".txt"
+OUTPUT_FILES = ("predictions.csv", "predictions.json", "bad_files.txt")
+
+
+class PredictError(UserError):
+    """Bad input for ffd.predict: a path that does not exist, no images, an unusable model file."""
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_inputs(spec: str | Path) -> list[Path]:
+    """The files named by ``input=``: an image, a folder (recursive), a glob, or a .txt list of paths.
+
+    Folders and globs keep image suffixes only; files named explicitly (directly or in a list) are all
+    kept, so that an unreadable one is reported rather than silently dropped.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() == LIST_SUFFIX:
+        lines = (line.strip() for line in path.read_text().splitlines())
+        files = [path.parent / Path(line).expanduser() for line in lines if line and not line.startswith("#")]
+        where = f"the list {path} names"
+    elif path.is_file():
+        return [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if _is_image_file(p))
+        where = f"the folder {path} holds"
+    elif glob.has_magic(str(path)):
+        files = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if _is_image_file(p))
+        where = "the pattern matches"
+    else:
+        raise PredictError(
+            f"input={spec} does not exist. Pass an image file, a folder of images, a quoted glob such as "
+            f"'photos/**/*.jpg', or a {LIST_SUFFIX} file listing image paths."
+        )
+    if not files:
+        raise PredictError(
+            f"input={spec}: {where} no image ({', '.join(sorted(IMAGE_SUFFIXES))}). Point input= at an "
+            "image, or a folder, glob or list with images in it."
+        )
+    return files
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A checkpoint or an ONNX file behind one interface: uint8 RGB (N, 3, S, S) -> P(fake) (N,)."""
+
+    run: Callable[[torch.Tensor], np.ndarray]
+    image_size: int
+    about: dict[str, Any]
+
+
+def open_detector(model: str | Path, device: str = "auto") -> Detector:
+    """Load a .ckpt with PyTorch (on ``device``; auto = cuda if present) or an .onnx with onnxruntime."""
+    path = Path(model).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise PredictError(
+            f"model={model}: not a model file ffd.predict reads. Pass a .ckpt written by ffd.train "
+            "(outputs/train/<timestamp>/checkpoints/) or an .onnx written by ffd.export."
+        )
+    if not path.is_file():
+        raise PredictError(
+            f"model={model} does not exist. Pass a .ckpt written by ffd.train "
+            "(outputs/train/<timestamp>/checkpoints/) or an .onnx written by ffd.export."
+        )
+    if suffix == ".onnx":
+        try:
+            session = OnnxDetector(path)
+        except ModuleNotFoundError as error:
+            raise PredictError(
+                f"model={model} needs onnxruntime ({error}): pip install 'ffd[export]', or pass the .ckpt."
+            ) from error
+        info = session.info
+        about = {"name": info.model, "precision": info.precision, "checkpoint_sha256": info.checkpoint_sha256}
+        about |= {"runtime": "onnxruntime", "providers": session.session.get_providers()}
+        return Detector(session, session.image_size, {"file": str(path), **about})
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    classifier = load_classifier(path).eval().to(device)
+
+    @torch.inference_mode()
+    def run(images: torch.Tensor) -> np.ndarray:
+        return torch.sigmoid(classifier(images.to(device, non_blocking=True))).float().cpu().numpy()
+
+    about = {"file": str(path), "name": classifier.net_name, "runtime": "pytorch", "device": device}
+    return Detector(run, int(classifier.image_size), about)
+
+
+@dataclass
+class Prediction:
+    path: str
+    p_fake: float
+    verdict: str  # "real" or "fake"
+    confidence: float  # the probability of the verdict's class
+
+
+@dataclass
+class PredictRun:
+    """What a run produced; ``write`` and ``print`` present it."""
+
+    model: dict[str, Any]
+    input: str
+    threshold: float
+    rows: list[Prediction] = field(default_factory=list)
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def counts(self) -> dict[str, int]:
+        verdicts = [row.verdict for row in self.rows]
+        return {
+            "images": len(self.rows),
+            **{name: verdicts.count(name) for name in LABELS.values()},
+            "unreadable": len(self.bad),
+        }
+
+    def write(self, output: Path) -> None:
+        output.mkdir(parents=True, exist_ok=True)
+        with (output / "predictions.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "verdict", "confidence", "p_fake"])
+            for row in self.rows:
+                writer.writerow([row.path, row.verdict, f"{row.confidence:.6f}", f"{row.p_fake:.6f}"])
+        summary = {
+            "input": self.input,
+            "model": self.model,
+            "threshold": self.threshold,
+            "labels": {str(key): name for key, name in LABELS.items()} | {"probability": "P(fake)"},
+            "counts": self.counts(),
+            "predictions": [vars(row) for row in self.rows],
+            "unreadable": [{"path": path, "reason": reason} for path, reason in self.bad],
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (output / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_bad_files(output / "bad_files.txt", self.bad)
+
+    def print(self, console: Console, max_rows: int, output: Path | None = None) -> None:
+        table = Table(title=f"ffd.predict: {self.model['name']} ({self.model['runtime']})")
+        table.add_column("file", overflow="fold")
+        table.add_column("verdict")
+        table.add_column("confidence", justify="right")
+        table.add_column("P(fake)", justify="right")
+        for row in self.rows[:max_rows]:
+            style = "red" if row.verdict == LABELS[1] else "green"
+            said = f"[{style}]{row.verdict.capitalize()}[/]"
+            table.add_row(row.path, said, f"{row.confidence:.4f}", f"{row.p_fake:.4f}")
+        if len(self.rows) > max_rows:
+            table.caption = f"first {max_rows} of {len(self.rows)} rows; predictions.csv has them all"
+        if self.rows:
+            console.print(table)
+        if self.bad:
+            listing = Table(title="Unreadable files (skipped)")
+            listing.add_column("file", overflow="fold")
+            listing.add_column("reason", overflow="fold")
+            for path, reason in self.bad[:max_rows]:  # the reason starts with the path: say it once
+                listing.add_row(path, reason.removeprefix(f"{path}: "))
+            if len(self.bad) > max_rows:
+                listing.caption = f"first {max_rows} of {len(self.bad)}; bad_files.txt has them all"
+            console.print(listing)
+        counts = self.counts()
+        console.print(
+            f"{counts['images']} image(s): {counts['real']} real, {counts['fake']} fake "
+            f"(threshold {self.threshold:g}); {counts['unreadable']} unreadable file(s) skipped."
+            + (f" Written to {output}: {', '.join(OUTPUT_FILES)}." if output else "")
+        )
+
+
+def predict(
+    inputs: str | Path,
+    model: str | Path,
+    output: str | Path,
+    threshold: float = 0.5,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str = "auto",
+    max_rows: int = 40,
+    console: Console | None = None,
+) -> PredictRun:
+    """The whole command: find the images, load the model, predict in batches, write and print."""
+    if not 0.0 <= threshold <= 1.0:
+        raise PredictError(f"threshold={threshold} is not a probability: pick a value between 0 and 1.")
+    console = console or Console()
+    files = find_inputs(inputs)
+    detector = open_detector(model, device)
+    dataset = FaceImages([(str(file), -1) for file in files], eval_transform(detector.image_size))
+    workers = default_num_workers() if num_workers is None else num_workers
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers if len(files) > batch_size else 0,  # workers only pay off over many batches
+        pin_memory=torch.cuda.is_available(),
+        collate_fn=partial(collate_faces, image_size=detector.image_size),
+    )
+    result = PredictRun(model=detector.about, input=str(inputs), threshold=threshold)
+    single = len(files) == 1  # no progress bar for one image
+    for batch in track(loader, "predict", total=len(loader), console=console, transient=True, disable=single):
+        result.bad += batch["bad"]
+        if not batch["path"]:
+            continue
+        for path, prob in zip(batch["path"], detector.run(batch["image"]), strict=True):
+            said, confidence = verdict(float(prob), threshold)
+            result.rows.append(Prediction(path, float(prob), said, confidence))
+    output = Path(output)
+    result.write(output)
+    result.print(console, max_rows, output)
+    if not result.rows:
+        raise PredictError(
+            f"input={inputs}: none of its {len(files)} file(s) could be read as an image (reasons above and "
+            f"in {output / 'bad_files.txt'}). Replace or re-export them."
+        )
+    return result
