@@ -23,10 +23,10 @@ from skimage import data as skdata
 from torchvision.utils import draw_segmentation_masks
 
 from ffd import assets
-from ffd.images import decode_rgb, read_rgb
+from ffd.images import decode_rgb, find_images, read_rgb
 from ffd.segmentation import draw
 from ffd.segmentation.landmarks import GROUP_CONNECTIONS, GROUPS, NUM_LANDMARKS, FaceLandmarker
-from ffd.segmentation.pipeline import find_images, fit, output_names, run
+from ffd.segmentation.pipeline import fit, output_names, run
 from ffd.segmentation.regions import REGION_CLASSES, label_map, outlines, region_masks
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -7,6 +7,7 @@ inputs converted to 8-bit RGB.
 
 from __future__ import annotations
 
+import glob
 import re
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ warnings.filterwarnings(
     category=DeprecationWarning,
 )
 
+LIST_SUFFIX = ".txt"  # input=paths.txt: one image path per line
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 # "decode_jpeg, /path/to/decode_jpeg.cpp:171, " before torchvision's reason for a failed decode.
@@ -32,6 +34,10 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"
 
 class UnreadableImageError(ValueError):
     """A file that is not a decodable image (empty, truncated, corrupt or another format)."""
+
+
+class ImageInputError(ValueError):
+    """An ``input=`` that names no image: a path that does not exist, an empty folder, glob or list."""
 
 
 def looks_like_image(path: str | Path) -> bool:
@@ -77,3 +83,39 @@ def read_rgb(path: str | Path) -> torch.Tensor:
     # torch.frombuffer refuses an empty buffer; decode_rgb reports an empty file clearly.
     data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
     return decode_rgb(data, path)
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(spec: str | Path) -> list[Path]:
+    """The files named by ``input=``: an image, a folder (recursive), a glob, or a .txt list of paths.
+
+    Folders and globs keep image suffixes only; files named explicitly (directly or in a list) are all
+    kept, so that an unreadable one is reported rather than silently dropped.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() == LIST_SUFFIX:
+        lines = (line.strip() for line in path.read_text().splitlines())
+        files = [path.parent / Path(line).expanduser() for line in lines if line and not line.startswith("#")]
+        where = f"the list {path} names"
+    elif path.is_file():
+        return [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if _is_image_file(p))
+        where = f"the folder {path} holds"
+    elif glob.has_magic(str(path)):
+        files = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if _is_image_file(p))
+        where = "the pattern matches"
+    else:
+        raise ImageInputError(
+            f"input={spec} does not exist. Pass an image file, a folder of images, a quoted glob such as "
+            f"'photos/**/*.jpg', or a {LIST_SUFFIX} file listing image paths."
+        )
+    if not files:
+        raise ImageInputError(
+            f"input={spec}: {where} no image ({', '.join(sorted(IMAGE_SUFFIXES))}). Point input= at an "
+            "image, or a folder, glob or list with images in it."
+        )
+    return files

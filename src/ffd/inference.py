@@ -9,7 +9,6 @@ listed and skipped, never fatal.
 from __future__ import annotations
 
 import csv
-import glob
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,54 +28,17 @@ from ffd import LABELS
 from ffd.data.datamodule import FaceImages, collate_faces, default_num_workers
 from ffd.data.transforms import eval_transform
 from ffd.deploy.session import OnnxDetector
-from ffd.images import IMAGE_SUFFIXES
+from ffd.images import find_images
 from ffd.models.classifier import load_classifier
 from ffd.report import verdict, write_bad_files
 from ffd.runtime import UserError
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
-LIST_SUFFIX = ".txt"
 OUTPUT_FILES = ("predictions.csv", "predictions.json", "bad_files.txt")
 
 
 class PredictError(UserError):
     """Bad input for ffd.predict: a path that does not exist, no images, an unusable model file."""
-
-
-def _is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def find_inputs(spec: str | Path) -> list[Path]:
-    """The files named by ``input=``: an image, a folder (recursive), a glob, or a .txt list of paths.
-
-    Folders and globs keep image suffixes only; files named explicitly (directly or in a list) are all
-    kept, so that an unreadable one is reported rather than silently dropped.
-    """
-    path = Path(spec).expanduser()
-    if path.is_file() and path.suffix.lower() == LIST_SUFFIX:
-        lines = (line.strip() for line in path.read_text().splitlines())
-        files = [path.parent / Path(line).expanduser() for line in lines if line and not line.startswith("#")]
-        where = f"the list {path} names"
-    elif path.is_file():
-        return [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if _is_image_file(p))
-        where = f"the folder {path} holds"
-    elif glob.has_magic(str(path)):
-        files = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if _is_image_file(p))
-        where = "the pattern matches"
-    else:
-        raise PredictError(
-            f"input={spec} does not exist. Pass an image file, a folder of images, a quoted glob such as "
-            f"'photos/**/*.jpg', or a {LIST_SUFFIX} file listing image paths."
-        )
-    if not files:
-        raise PredictError(
-            f"input={spec}: {where} no image ({', '.join(sorted(IMAGE_SUFFIXES))}). Point input= at an "
-            "image, or a folder, glob or list with images in it."
-        )
-    return files
 
 
 @dataclass(frozen=True)
@@ -216,7 +178,7 @@ def predict(
     if not 0.0 <= threshold <= 1.0:
         raise PredictError(f"threshold={threshold} is not a probability: pick a value between 0 and 1.")
     console = console or Console()
-    files = find_inputs(inputs)
+    files = find_images(inputs)
     detector = open_detector(model, device)
     dataset = FaceImages([(str(file), -1) for file in files], eval_transform(detector.image_size))
     workers = default_num_workers() if num_workers is None else num_workers

@@ -33,11 +33,18 @@ class UserError(Exception):
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Every error ffd raises for a user's input, wherever in the package it is defined."""
     from ffd.data.index import DatasetLayoutError
-    from ffd.images import UnreadableImageError
+    from ffd.images import ImageInputError, UnreadableImageError
     from ffd.models.classifier import CheckpointError
     from ffd.models.densenet import WeightsError
 
-    return (UserError, DatasetLayoutError, UnreadableImageError, CheckpointError, WeightsError)
+    return (
+        UserError,
+        DatasetLayoutError,
+        ImageInputError,
+        UnreadableImageError,
+        CheckpointError,
+        WeightsError,
+    )
 
 
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:

@@ -7,7 +7,6 @@ working size, which the JSON records as `working_size` (width, height).
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from torchvision.io import write_png
 from torchvision.transforms.v2 import functional as TF
 
 from ffd import assets
-from ffd.images import IMAGE_SUFFIXES, UnreadableImageError, read_rgb
+from ffd.images import UnreadableImageError, find_images, read_rgb
 from ffd.runtime import UserError
 from ffd.segmentation import draw
 from ffd.segmentation.landmarks import GROUPS, MESH, FaceLandmarker, face_record
@@ -50,16 +49,6 @@ Backend = Callable[[torch.Tensor, int, int], tuple[torch.Tensor, dict[str, Any]]
 
 class SegmentError(UserError):
     """Bad input for a segmentation run (no images found, unknown backend)."""
-
-
-def find_images(spec: str | Path) -> list[Path]:
-    """An image file, a folder (image suffixes, searched recursively) or a glob pattern, sorted."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
 
 
 def output_names(files: list[Path]) -> dict[Path, Path]:
@@ -268,11 +257,6 @@ def run(cfg: Any, console: Console | None = None) -> Summary:
     """The whole command: find the images, run the backend on each, write the outputs and summary.json."""
     console = console or Console()
     files = find_images(cfg.input)
-    if not files:
-        raise SegmentError(
-            f"input={cfg.input} matches no image: give an image file, a folder holding images "
-            f"({', '.join(sorted(IMAGE_SUFFIXES))}) or a glob such as 'photos/*.jpg' (quoted)."
-        )
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     summary = Summary(backend=cfg.backend, output=str(output))
