@@ -84,6 +84,9 @@ def test_loader_workers_are_shared_between_the_processes_of_a_machine(monkeypatc
     assert default_num_workers() == 15
     assert default_num_workers(processes=2) == 7
     assert default_num_workers(processes=8) == 1
+    assert default_num_workers(model_on_cpu=True) == 4  # the model's threads keep the other 12
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert default_num_workers(model_on_cpu=True) == 0
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert default_num_workers() == 0
 

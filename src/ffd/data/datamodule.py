@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
@@ -65,10 +66,23 @@ def collate_faces(samples: Sequence[dict[str, Any]], image_size: int) -> dict[st
     }
 
 
-def default_num_workers(processes: int = 1) -> int:
-    """Loader workers per training process: its share of the CPUs this process may use, less one for the
-    process itself, at most 16. ``processes``: training processes on this machine (one per GPU)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which SLURM and containers set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_num_workers(processes: int = 1, model_on_cpu: bool = False) -> int:
+    """Loader workers per training process, at most 16.
+
+    With the model on GPUs: each process's share of the CPUs, less one for the process itself
+    (``processes``: training processes on this machine, one per GPU). With the model on the CPU, the
+    workers take cores from the model's own threads, and PyTorch's threads slow down by an order of
+    magnitude when one of their cores is busy (measured on 2 cores: a ViT loop ran 5 images/s with one
+    worker, 128 with none). So a quarter of the CPUs, none up to 4.
+    """
+    cpus = available_cpus()
+    if model_on_cpu:
+        return min(cpus // 4 if cpus > 4 else 0, 16)
     return max(0, min(cpus // max(processes, 1) - 1, 16))
 
 
@@ -186,6 +200,8 @@ class FacesDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.index is None:
             raise RuntimeError("FacesDataModule needs setup() before its loaders.")
+        if self.num_workers and self._model_on_cpu():  # leave the workers their cores
+            torch.set_num_threads(max(1, min(torch.get_num_threads(), available_cpus() - self.num_workers)))
         if train and self.augment and self.augment_on == "cpu":
             transform = train_transform(self.image_size, **self._augment_args())
         else:
@@ -209,7 +225,12 @@ class FacesDataModule(L.LightningDataModule):
     def num_workers(self) -> int:
         if self._num_workers is not None:
             return self._num_workers
-        return default_num_workers(self.trainer.num_devices if self.trainer else 1)
+        if self.trainer is None:
+            return default_num_workers()
+        return default_num_workers(self.trainer.num_devices, self._model_on_cpu())
+
+    def _model_on_cpu(self) -> bool:
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CPUAccelerator)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Augment training batches on the device when augment_on is "gpu"."""
