@@ -7,6 +7,7 @@ The network is described by plain data (``{"name": "densenet", ...}``) and built
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import open_dict
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -31,6 +33,8 @@ from ffd.models import create_net
 # The sanity-check batches of an unshuffled validation set may hold one class only, which makes
 # torchmetrics warn about meaningless curves; a split with a class missing is refused at setup anyway.
 warnings.filterwarnings("ignore", message="No (negative|positive) samples in targets")
+
+log = logging.getLogger(__name__)
 
 
 def _metrics(prefix: str) -> MetricCollection:
@@ -225,4 +229,19 @@ def load_classifier(path: str | Path, expected_net: str | None = None) -> Deepfa
             f"{path}: the weights do not fit the {net['name']!r} network: {error}"
         ) from error
     model.checkpoint_path = str(path)
+    return model
+
+
+def load_for_run(cfg: Any) -> DeepfakeClassifier:
+    """The checkpoint ``cfg.ckpt_path`` of an eval or export run; ``cfg.data.image_size`` is set to the size
+    its model was trained at, so the data is resized to what the model expects."""
+    if not cfg.get("ckpt_path"):
+        raise CheckpointError("No checkpoint given: pass ckpt_path=PATH to a .ckpt written by ffd.train.")
+    model = load_classifier(cfg.ckpt_path)
+    if model.image_size and cfg.data.get("image_size") != model.image_size:
+        log.info(
+            "data.image_size set to %s, the size the checkpoint's model was trained at.", model.image_size
+        )
+        with open_dict(cfg):
+            cfg.data.image_size = model.image_size
     return model

@@ -1,0 +1,296 @@
+"""What ``python -m ffd.export`` does: checkpoint -> fp32 / fp16 / int8 ONNX files -> parity, speed, limits.
+
+The files go into the run folder as ``<model>_<size>px_<precision>.onnx`` with ``export_report.json``
+beside them. The report is written before the limits are checked, so a failed export still leaves the
+figures that failed it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+from torch.utils.data import DataLoader, Subset
+
+from ffd import LABELS
+from ffd.assets import sha256_of
+from ffd.deploy.convert import convert_fp16, export_onnx, model_info
+from ffd.deploy.parity import (
+    QUALITY,
+    REFERENCE,
+    collect_probabilities,
+    differences,
+    finite_or_none,
+    latency,
+    quality,
+    torch_predictor,
+)
+from ffd.deploy.quantize import CALIBRATION_METHODS, quantize_int8
+from ffd.deploy.session import PRECISIONS, OnnxDetector, default_providers
+from ffd.models.classifier import DeepfakeClassifier, load_for_run
+from ffd.runtime import UserError
+
+log = logging.getLogger("ffd.export")
+
+REPORT_NAME = "export_report.json"
+# precision -> (the figure its limit applies to, the config key of the limit)
+LIMITS = {
+    "fp32": ("max_abs_diff", "fp32_max_abs_diff"),
+    "fp16": ("max_abs_diff", "fp16_max_abs_diff"),
+    "int8": ("auroc_drop", "int8_auroc_drop"),
+}
+
+
+class ExportConfigError(UserError):
+    """An export option that cannot work (unknown precision or calibration method)."""
+
+
+class ExportLimitError(UserError):
+    """An exported file whose parity or accuracy is outside its limit: not fit to ship."""
+
+
+def file_name(model: DeepfakeClassifier, precision: str) -> str:
+    return f"{model.net_name}_{model.image_size}px_{precision}.onnx"
+
+
+def sample_loader(loader: DataLoader, count: int | None, seed: int) -> DataLoader:
+    """The same loader over a seeded random sample of ``count`` of its images (all of them if None).
+
+    Random, not the first ``count``: a split is stored class by class, and its head may be one class.
+    """
+    dataset = loader.dataset
+    if count is None or count >= len(dataset):  # type: ignore[arg-type]
+        return loader
+    keep = np.sort(np.random.default_rng(seed).choice(len(dataset), size=count, replace=False))  # type: ignore[arg-type]
+    return DataLoader(
+        Subset(dataset, keep.tolist()),
+        batch_size=loader.batch_size,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+    )
+
+
+def gather_images(loader: DataLoader) -> np.ndarray:
+    """Every readable image of the loader, uint8 (N, 3, S, S)."""
+    return torch.cat([batch["image"] for batch in loader]).numpy()
+
+
+def check_options(cfg: DictConfig) -> list[str]:
+    """The requested precisions, in PRECISIONS order; bad options raise ExportConfigError."""
+    requested = list(cfg.export.precisions)
+    unknown = sorted(set(requested) - set(PRECISIONS))
+    if unknown or not requested:
+        raise ExportConfigError(
+            f"export.precisions={requested} : {'unknown ' + ', '.join(unknown) if unknown else 'empty'}. "
+            f"Choose among {', '.join(PRECISIONS)}, e.g. export.precisions=[fp32,int8]."
+        )
+    method = cfg.export.calibration.method
+    if "int8" in requested and method not in CALIBRATION_METHODS:
+        raise ExportConfigError(
+            f"export.calibration.method={method!r} is not one of {', '.join(CALIBRATION_METHODS)}."
+        )
+    return [p for p in PRECISIONS if p in requested]
+
+
+def write_files(
+    cfg: DictConfig, model: DeepfakeClassifier, datamodule: Any, precisions: list[str], out: Path
+) -> tuple[dict[str, Path], int]:
+    """Export, convert and quantize: {precision: file} and the number of calibration images. fp32 is
+    always made (the others come from it) and kept only if asked for."""
+    checkpoint_sha256 = sha256_of(cfg.ckpt_path)
+    files: dict[str, Path] = {}
+    calibrated = 0
+    with tempfile.TemporaryDirectory(prefix="ffd-export-") as scratch:
+        fp32_dir = out if "fp32" in precisions else Path(scratch)
+        log.info(
+            "Exporting %s to ONNX (torch.export; DenseNet121 takes a minute on 2 CPU cores)", model.net_name
+        )
+        fp32 = export_onnx(model, fp32_dir / file_name(model, "fp32"), checkpoint_sha256)
+        if "fp32" in precisions:
+            files["fp32"] = fp32
+        if "fp16" in precisions:
+            files["fp16"] = convert_fp16(
+                fp32, out / file_name(model, "fp16"), model_info(model, checkpoint_sha256, "fp16")
+            )
+        if "int8" in precisions:
+            calibration = cfg.export.calibration
+            images = gather_images(sample_loader(datamodule.val_dataloader(), calibration.images, cfg.seed))
+            log.info(
+                "Quantizing to int8: %s calibration on %d validation images", calibration.method, len(images)
+            )
+            files["int8"] = quantize_int8(
+                fp32,
+                out / file_name(model, "int8"),
+                model_info(model, checkpoint_sha256, "int8"),
+                images,
+                method=calibration.method,
+                batch_size=calibration.batch_size,
+            )
+            calibrated = len(images)
+    return files, calibrated
+
+
+def measure(
+    cfg: DictConfig, model: DeepfakeClassifier, datamodule: Any, files: Mapping[str, Path], console: Console
+) -> tuple[dict[str, dict[str, Any]], int, list[str]]:
+    """One row per model (the checkpoint first): parity, quality, size, latency; plus the number of test
+    images and the providers the files ran on."""
+    settings = cfg.export
+    providers = list(settings.providers) if settings.providers else default_providers()
+    detectors = {precision: OnnxDetector(path, providers=providers) for precision, path in files.items()}
+    predictors = {REFERENCE: torch_predictor(model.net), **detectors}
+    test = sample_loader(datamodule.test_dataloader(), settings.parity_images, cfg.seed)
+    labels, probs = collect_probabilities(
+        predictors, track(test, description="parity on the test split", console=console, transient=True)
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    for name, prob in probs.items():
+        row: dict[str, Any] = {"file": str(files[name]) if name in files else str(cfg.ckpt_path)}
+        row["size_bytes"] = files[name].stat().st_size if name in files else None
+        row.update(differences(probs[REFERENCE], prob))
+        row.update(quality(labels, prob, settings.threshold))
+        rows[name] = row
+    for name in files:
+        rows[name]["auroc_drop"] = rows[REFERENCE]["auroc"] - rows[name]["auroc"]
+    timing = settings.latency
+    for name in predictors:
+        # Always the CPU provider: the figures compare with PyTorch eager on the same CPU.
+        predict = (
+            predictors[name] if name == REFERENCE else OnnxDetector(files[name], ["CPUExecutionProvider"])
+        )
+        rows[name]["latency_ms"] = latency(
+            predict, int(model.image_size or 0), timing.batch_sizes, timing.warmup, timing.repeats
+        )
+    return rows, len(labels), providers
+
+
+def check_limits(rows: dict[str, dict[str, Any]], limits: Mapping[str, float]) -> list[str]:
+    """Mark each file's row with its limit; return one sentence per failed limit."""
+    failures = []
+    for precision, (figure, key) in LIMITS.items():
+        if precision not in rows:
+            continue
+        value, bound = rows[precision][figure], float(limits[key])
+        ok = bool(value <= bound)  # NaN (e.g. AUROC of a one-class set) fails: the limit cannot be shown
+        rows[precision]["limit"] = {"figure": figure, "value": value, "max": bound, "ok": ok}
+        if not ok:
+            failures.append(f"{precision}: {figure} = {value:.6g} exceeds export.limits.{key} = {bound:g}")
+    return failures
+
+
+def print_table(
+    console: Console, rows: dict[str, dict[str, Any]], images: int, batch_sizes: list[int]
+) -> None:
+    table = Table(
+        title=f"ffd.export: parity on {images} test images; latency: CPU, median ms per image at batch n"
+    )
+    columns = ["model", "MB", "max ΔP", "mean ΔP", "acc", "AUROC", "AUPRC"]
+    columns += [f"b{n} ms" for n in batch_sizes] + ["limit"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "limit") else "right")
+    for name, row in rows.items():
+        limit = row.get("limit")
+        verdict = "" if limit is None else ("[green]ok[/]" if limit["ok"] else "[red]FAILED[/]")
+        table.add_row(
+            "torch fp32" if name == REFERENCE else f"onnx {name}",
+            "" if row["size_bytes"] is None else f"{row['size_bytes'] / 1e6:.1f}",
+            f"{row['max_abs_diff']:.2e}",
+            f"{row['mean_abs_diff']:.2e}",
+            *(f"{row[metric]:.4f}" for metric in QUALITY),
+            *(f"{row['latency_ms'][f'batch_{n}'] / n:.1f}" for n in batch_sizes),
+            verdict,
+        )
+    console.print(table)
+
+
+def machine(providers: list[str]) -> dict[str, Any]:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": ort.__version__,
+        "parity_providers": providers,
+        "latency_provider": "CPUExecutionProvider",
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return finite_or_none(value)
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
+    """Export ``cfg.ckpt_path`` in ``cfg.export.precisions``; return the report (also written to disk).
+
+    Raises ExportLimitError, after writing the report, when a file is outside its limit.
+    """
+    # Piped into a file or a CI log, rich assumes 80 columns: too narrow for the table.
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    precisions = check_options(cfg)
+    model = load_for_run(cfg).eval()
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("validate" if "int8" in precisions else "test")
+    datamodule.setup("test")
+    out = Path(cfg.export.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    files, calibrated = write_files(cfg, model, datamodule, precisions, out)
+    rows, images, providers = measure(cfg, model, datamodule, files, console)
+    failures = check_limits(rows, cfg.export.limits)
+    report = {
+        "checkpoint": str(cfg.ckpt_path),
+        "checkpoint_sha256": sha256_of(cfg.ckpt_path),
+        "model": model.describe(),
+        "labels": {"0": LABELS[0], "1": LABELS[1], "probability": "P(fake)"},
+        "files": {precision: path.name for precision, path in files.items()},
+        "parity": {
+            "split": "test",
+            "images": images,
+            "threshold": cfg.export.threshold,
+            "reference": "PyTorch eager fp32 on the CPU",
+        },
+        "calibration": (
+            {"split": "val", **OmegaConf.to_container(cfg.export.calibration), "images_used": calibrated}  # type: ignore[dict-item]
+            if "int8" in files
+            else None
+        ),
+        "latency": {**OmegaConf.to_container(cfg.export.latency), "unit": "ms per batch, median"},  # type: ignore[dict-item]
+        "results": rows,
+        "passed": not failures,
+        "failures": failures,
+        "data": datamodule.summary(),
+        "machine": machine(providers),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (out / REPORT_NAME).write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+    print_table(console, rows, images, list(cfg.export.latency.batch_sizes))
+    console.print(f"Files and {REPORT_NAME} in {out}")
+    if failures:
+        raise ExportLimitError(
+            "The export failed its limits, so these files are not fit to ship: "
+            + "; ".join(failures)
+            + f" (on {images} test images). The figures are in {out / REPORT_NAME}. Retrain, change the "
+            "calibration (export.calibration.*), or relax the limit on purpose (export.limits.*)."
+        )
+    return report

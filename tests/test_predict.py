@@ -1,0 +1,247 @@
+"""ffd.predict: inputs (folder, glob, list), rows and files, unreadable files, .ckpt vs fp32 .onnx, errors.
+
+The models are the session's tiny checkpoints (a few training steps at 32 px): their probabilities are
+all near 0.5, so the tests that need both verdicts pick the threshold from the probabilities computed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from rich.console import Console
+from torchvision.io import write_jpeg, write_png
+
+from cli import run_dirs, run_ffd
+from ffd.assets import sha256_of
+from ffd.data.transforms import eval_transform
+from ffd.images import find_images, read_rgb
+from ffd.inference import OUTPUT_FILES, Prediction, PredictRun, predict
+from ffd.models.classifier import load_classifier
+from ffd.report import verdict
+from ffd.runtime import exit_on_user_error
+
+
+def random_image(height: int, width: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """a.png, b.jpg, sub/c.png (40x48: resized), sub/d.jpeg, a corrupt e.jpg, and a notes.txt to ignore."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    write_png(random_image(32, 32, 0), str(folder / "a.png"))
+    write_jpeg(random_image(32, 32, 1), str(folder / "b.jpg"), quality=95)
+    write_png(random_image(40, 48, 2), str(folder / "sub" / "c.png"))
+    write_jpeg(random_image(32, 32, 3), str(folder / "sub" / "d.jpeg"), quality=95)
+    (folder / "e.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG header, then nothing decodable")
+    (folder / "notes.txt").write_text("not an image; not picked up from a folder")
+    return folder
+
+
+READABLE = ["a.png", "b.jpg", "sub/c.png", "sub/d.jpeg"]
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=200, color_system=None)
+
+
+def reference_probs(checkpoint: Path, files: list[Path]) -> np.ndarray:
+    """P(fake) straight from the model, one image at a time, with the evaluation's resize."""
+    model = load_classifier(checkpoint).eval()
+    resize = eval_transform(model.image_size)
+    with torch.inference_mode():
+        return np.array([torch.sigmoid(model(resize(read_rgb(f))[None])).item() for f in files])
+
+
+def threshold_between(probs: np.ndarray) -> float:
+    """A threshold in the widest gap between sorted probabilities: both verdicts, none on the edge."""
+    ordered = np.sort(probs)
+    gap = int(np.argmax(np.diff(ordered)))
+    return float(ordered[gap : gap + 2].mean())
+
+
+def test_folder_gives_a_row_per_image_and_lists_the_corrupt_file(tiny_checkpoints, photos, tmp_path):
+    checkpoint = tiny_checkpoints["densenet"]
+    expected = reference_probs(checkpoint, [photos / name for name in READABLE])
+    threshold = threshold_between(expected)
+    console, out = quiet(), tmp_path / "run"
+    result = predict(photos, checkpoint, out, threshold, batch_size=2, num_workers=0, console=console)
+
+    assert [row.path for row in result.rows] == [str(photos / name) for name in READABLE]
+    np.testing.assert_allclose([row.p_fake for row in result.rows], expected, atol=1e-5)
+    for row in result.rows:
+        assert row.verdict == ("fake" if row.p_fake >= threshold else "real")
+        assert row.confidence == pytest.approx(row.p_fake if row.verdict == "fake" else 1 - row.p_fake)
+    assert {row.verdict for row in result.rows} == {"real", "fake"}
+    ((bad_path, reason),) = result.bad
+    assert bad_path == str(photos / "e.jpg") and "cannot be decoded" in reason
+
+    for name in OUTPUT_FILES:
+        assert (out / name).is_file(), name
+    with (out / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["path"], r["verdict"]) for r in rows] == [(r.path, r.verdict) for r in result.rows]
+    np.testing.assert_allclose([float(r["p_fake"]) for r in rows], expected, atol=1e-5)
+    summary = json.loads((out / "predictions.json").read_text())
+    real = sum(r.verdict == "real" for r in result.rows)
+    assert summary["counts"] == {"images": 4, "real": real, "fake": 4 - real, "unreadable": 1}
+    assert summary["threshold"] == threshold and summary["model"]["runtime"] == "pytorch"
+    assert summary["unreadable"][0]["path"] == str(photos / "e.jpg")
+    assert str(photos / "e.jpg") in (out / "bad_files.txt").read_text()
+
+    printed = console.file.getvalue()
+    assert "Unreadable files" in printed and "e.jpg" in printed
+    assert printed.count("Real") + printed.count("Fake") >= 4  # the table's verdict column
+    assert f"4 image(s): {real} real, {4 - real} fake" in printed and "1 unreadable" in printed
+
+
+def test_the_table_is_bounded_and_the_files_hold_every_row(tmp_path):
+    run = PredictRun(model={"name": "densenet", "runtime": "pytorch"}, input="photos", threshold=0.5)
+    probs = np.linspace(0.05, 0.95, 30)  # 15 under 0.5, 15 over
+    run.rows = [Prediction(f"img{i:03d}.png", float(p), *verdict(float(p))) for i, p in enumerate(probs)]
+    console = quiet()
+    run.print(console, max_rows=5)
+    run.write(tmp_path)
+    printed = console.file.getvalue()
+    assert "img004.png" in printed and "img005.png" not in printed
+    assert "first 5 of 30 rows" in printed and "30 image(s): 15 real, 15 fake" in printed
+    assert len(json.loads((tmp_path / "predictions.json").read_text())["predictions"]) == 30
+
+
+# DenseNet121's torch.export-based ONNX export takes 30-60 s on 2 cores; the predict path is the same for
+# both networks, and the export tests check DenseNet's fp32 parity. `pytest -m slow` runs it.
+@pytest.mark.parametrize("name", [pytest.param("densenet", marks=pytest.mark.slow), "vit"])
+def test_checkpoint_and_fp32_onnx_give_the_same_verdicts(tiny_checkpoints, photos, tmp_path, name):
+    from ffd.deploy.convert import export_onnx
+
+    checkpoint = tiny_checkpoints[name]
+    exported = tmp_path / f"{name}.onnx"
+    export_onnx(load_classifier(checkpoint).eval(), exported, sha256_of(checkpoint))
+    threshold = threshold_between(reference_probs(checkpoint, [photos / f for f in READABLE]))
+    runs = {
+        runtime: predict(photos, model, tmp_path / runtime, threshold, num_workers=0, console=quiet())
+        for runtime, model in (("pytorch", checkpoint), ("onnxruntime", exported))
+    }
+    torch_run, onnx_run = runs["pytorch"], runs["onnxruntime"]
+    assert onnx_run.model["runtime"] == "onnxruntime" and onnx_run.model["name"] == name
+    assert [r.path for r in onnx_run.rows] == [r.path for r in torch_run.rows]
+    assert [r.verdict for r in onnx_run.rows] == [r.verdict for r in torch_run.rows]
+    assert {r.verdict for r in onnx_run.rows} == {"real", "fake"}
+    np.testing.assert_allclose(
+        [r.p_fake for r in onnx_run.rows], [r.p_fake for r in torch_run.rows], atol=1e-4
+    )
+    assert onnx_run.bad == torch_run.bad
+
+
+def test_inputs_from_a_folder_a_glob_and_a_list(photos, tmp_path):
+    in_folder = ["a.png", "b.jpg", "e.jpg", "sub/c.png", "sub/d.jpeg"]  # sorted; notes.txt left out
+    assert find_images(photos) == [photos / name for name in in_folder]
+    assert find_images(photos / "a.png") == [photos / "a.png"]
+    assert find_images(f"{photos}/**/*.png") == [photos / "a.png", photos / "sub" / "c.png"]
+    listing = photos / "sub" / "list.txt"
+    listing.write_text(f"# picked by hand\n\nc.png\n  ../b.jpg  \n{photos / 'a.png'}\nmissing.jpg\n")
+    expected = ["sub/c.png", "sub/../b.jpg", "a.png", "sub/missing.jpg"]  # listed order, missing kept
+    assert find_images(listing) == [photos / name for name in expected]
+
+
+def test_a_list_input_through_the_command_line(tiny_checkpoints, photos, tmp_path):
+    """The real CLI (Hydra, model= despite the training config group of that name), run folder, output."""
+    listing = photos / "list.txt"
+    listing.write_text("# two images, one missing file\na.png\nsub/c.png\nsub/missing.jpg\n")
+    result = run_ffd(
+        "ffd.predict", f"input={listing}", f"model={tiny_checkpoints['vit']}", "threshold=0.5", root=tmp_path
+    )
+    (run,) = run_dirs(tmp_path, "predict")
+    with (run / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["path"] for r in rows] == [str(photos / "a.png"), str(photos / "sub" / "c.png")]
+    assert all(r["verdict"] == ("fake" if float(r["p_fake"]) >= 0.5 else "real") for r in rows)
+    assert "missing.jpg" in (run / "bad_files.txt").read_text()
+    printed = "".join(result.stdout.split())  # rich wraps and folds the table to the terminal's width
+    assert "ffd.predict:vit(pytorch)" in printed and "Unreadablefiles(skipped)" in printed
+    assert "2image(s)" in printed and "1unreadable" in printed
+
+
+def onnx_without_ffd_metadata(path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["p_fake"])],
+        "identity",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("p_fake", TensorProto.FLOAT, [None])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+BAD_MODELS = {
+    "missing.ckpt": None,
+    "missing.onnx": None,
+    "text.ckpt": lambda p: p.write_text("not a checkpoint"),
+    "foreign.ckpt": lambda p: torch.save({"state_dict": {}, "hyper_parameters": {}}, p),
+    "garbage.onnx": lambda p: p.write_bytes(b"\x00not onnx"),
+    "plain.onnx": onnx_without_ffd_metadata,
+    "weights.pt": lambda p: p.write_bytes(b"any"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_MODELS)
+def test_a_bad_model_file_is_one_clear_error(photos, tmp_path, capsys, name):
+    model = tmp_path / name
+    if BAD_MODELS[name]:
+        BAD_MODELS[name](model)
+    with pytest.raises(SystemExit) as stop:
+        exit_on_user_error(predict)(photos, model, tmp_path / "run", console=quiet())
+    assert stop.value.code == 1
+    error = capsys.readouterr().err
+    assert str(model) in error and "Traceback" not in error
+    assert not (tmp_path / "run").exists(), "nothing is written for a model that cannot be used"
+
+
+BAD_INPUTS = {
+    "missing": ("no/such/folder", "does not exist"),
+    "no images": ("photos/empty", "holds no image"),
+    "glob": ("photos/**/*.gif", "matches no image"),
+    "empty list": ("photos/empty/list.txt", "names no image"),
+    "unreadable only": ("photos/e.jpg", "none of its 1 file(s) could be read"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_clear_error(tiny_checkpoints, photos, tmp_path, capsys, case):
+    (photos / "empty").mkdir()
+    (photos / "empty" / "readme.md").write_text("no images here")
+    (photos / "empty" / "list.txt").write_text("# nothing listed yet\n\n")
+    spec, says = BAD_INPUTS[case]
+    with pytest.raises(SystemExit) as stop:
+        exit_on_user_error(predict)(
+            tmp_path / spec, tiny_checkpoints["densenet"], tmp_path / "run", num_workers=0, console=quiet()
+        )
+    assert stop.value.code == 1
+    error = capsys.readouterr().err
+    assert str(tmp_path / spec) in error and says in error and "Traceback" not in error
+
+
+def test_threshold_must_be_a_probability(photos, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        exit_on_user_error(predict)(photos, tmp_path / "m.ckpt", tmp_path / "run", threshold=1.5)
+    assert "threshold=1.5" in capsys.readouterr().err
+
+
+def test_an_onnx_model_without_onnxruntime_says_what_to_install(photos, tmp_path, capsys, monkeypatch):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"checked for onnxruntime before being read")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` meets when absent
+    with pytest.raises(SystemExit):
+        exit_on_user_error(predict)(photos, model, tmp_path / "run")
+    error = capsys.readouterr().err
+    assert "ffd[export]" in error and str(model) in error and "Traceback" not in error
