@@ -46,8 +46,10 @@ def landmarker_file() -> Path:
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def landmarker(landmarker_file: Path):
+    # Closed at the end of this file: an open MediaPipe graph keeps per-thread CPU timers armed that
+    # raise SIGPROF, and one of them killed a later in-process Lightning fit of the same pytest run.
     with FaceLandmarker(landmarker_file) as model:
         yield model
 
