@@ -446,8 +446,10 @@ def resolve_sizes(cfg: DictConfig) -> None:
     cfg.sizes = {key: cfg.get(key) if cfg.get(key) is not None else value for key, value in defaults.items()}
     if cfg.trainer is None:
         cfg.trainer = "gpu" if torch.cuda.is_available() else "cpu"
-    if cfg.files is None:  # enough files for several hundred steps
-        cfg.files = cfg.sizes.batch_size * max(cfg.sizes.warmup_steps + cfg.sizes.steps, 16) // 3 // 2 * 2
+    if cfg.files is None:
+        # One epoch holds every step: an epoch boundary restarts the loader from empty queues, which a
+        # Kaggle epoch (781 steps at batch 128) pays once but a short bench epoch would pay often.
+        cfg.files = cfg.sizes.batch_size * (cfg.sizes.warmup_steps + cfg.sizes.steps + 1)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="bench")
