@@ -76,7 +76,8 @@ def test_speedups_make_the_network_channels_last_and_compile_it_in_place() -> No
 def test_fused_adamw_only_for_gpu_parameters() -> None:
     params = [nn.Parameter(torch.zeros(3))]
     assert not make_adamw(params, {"lr": 0.1}).defaults["fused"]
-    assert make_adamw(params, {"lr": 0.1, "fused": False}).defaults["lr"] == 0.1
+    explicit = make_adamw(params, {"lr": 0.1, "weight_decay": 0.01, "fused": False}).defaults
+    assert explicit["fused"] is False and (explicit["lr"], explicit["weight_decay"]) == (0.1, 0.01)
 
 
 def test_loader_workers_are_shared_between_the_processes_of_a_machine(monkeypatch) -> None:
