@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ffd.models import NETS, create_net
+from ffd.models.classifier import DeepfakeClassifier
 
 SMALL = {"densenet": {"pretrained": False}, "vit": {"image_size": 32}}
 
@@ -24,3 +25,15 @@ def test_one_logit_per_image_for_uint8_float_and_channels_last(name: str) -> Non
     assert logits.shape == (3,)
     torch.testing.assert_close(as_float, logits)
     torch.testing.assert_close(channels_last, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_metrics_score_logits_even_when_a_batch_of_them_all_lies_in_0_1(monkeypatch) -> None:
+    """torchmetrics takes a batch of values all in [0, 1] for probabilities: logits 0.2..0.9 (P(fake)
+    0.55..0.71) would be thresholded as they are and half of these fakes called real."""
+    model = DeepfakeClassifier(net={"name": "vit", "image_size": 32, "dim": 16, "depth": 1})
+    logits = torch.tensor([0.2, 0.4, 0.6, 0.9])
+    monkeypatch.setattr(model, "forward", lambda images: logits)
+    batch = {"image": torch.zeros(4, 3, 32, 32, dtype=torch.uint8), "label": torch.ones(4)}
+    model.validation_step(batch, 0)  # no trainer: self.log is a no-op, the metrics still update
+    scores = model.val_metrics.compute()
+    assert scores["val/accuracy"] == 1.0 and scores["val/recall"] == 1.0, scores

@@ -121,7 +121,9 @@ class DeepfakeClassifier(L.LightningModule):
         )
         if stage == "train" and hasattr(self.net, "regularization_loss"):
             loss = loss + self.net.regularization_loss()
-        metrics.update(logits.detach(), labels.int())
+        # Probabilities, not logits: torchmetrics takes a batch whose values all lie in [0, 1] for
+        # probabilities already, and would score a batch of small logits unsquashed.
+        metrics.update(torch.sigmoid(logits.detach()), labels.int())
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=labels.shape[0])
         return {"loss": loss, "logits": logits.detach(), "labels": labels, "paths": batch.get("path")}
 
