@@ -114,10 +114,15 @@ class _CountingBar(ProgressBar):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.reads = 0
+        self.loss_reads = 0
 
     def get_metrics(self, trainer, pl_module):
         self.reads += 1
         return super().get_metrics(trainer, pl_module)
+
+    def _read_train_metrics(self, trainer) -> None:
+        self.loss_reads += 1
+        super()._read_train_metrics(trainer)
 
 
 class _Tiny(L.LightningModule):
@@ -127,22 +132,25 @@ class _Tiny(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.layer(batch[0]).pow(2).mean()
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss)  # no prog_bar: the bar reads it itself
         return loss
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_progress_bar_reads_the_metrics_every_n_steps_not_every_step(tmp_path) -> None:
+def test_progress_bar_shows_the_training_loss_read_every_n_steps_not_every_step(tmp_path) -> None:
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 2)), batch_size=1)
     bar = _CountingBar(metrics_every_n_steps=4)
     trainer = L.Trainer(
         max_epochs=1, callbacks=[bar], logger=False, enable_checkpointing=False, default_root_dir=tmp_path
     )
-    trainer.fit(_Tiny(), data)
+    model = _Tiny()
+    trainer.fit(model, data)
     # 12 steps: at steps 4, 8 and 12, plus once at the end of the epoch (the base bar reads every step).
-    assert bar.reads == 4, bar.reads
+    assert (bar.reads, bar.loss_reads) == (4, 4), (bar.reads, bar.loss_reads)
+    shown = bar.get_metrics(trainer, model)["train/loss"]
+    assert isinstance(shown, float) and shown == pytest.approx(float(trainer.callback_metrics["train/loss"]))
 
 
 def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) -> None:

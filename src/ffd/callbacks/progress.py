@@ -1,7 +1,8 @@
-"""Lightning's RichProgressBar, reading the logged metrics only every few training steps."""
+"""Lightning's RichProgressBar, reading the training metrics only every few steps."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -9,31 +10,55 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 
 class ProgressBar(RichProgressBar):
-    """A RichProgressBar that shows the training metrics every ``metrics_every_n_steps`` batches.
+    """A RichProgressBar that shows ``train_metrics`` (read every ``metrics_every_n_steps`` batches and at
+    the end of each epoch) next to the metrics logged with ``prog_bar=True``.
 
-    Showing a metric copies it from the GPU, which waits for every queued kernel: once per step that
-    stalls the GPU while Python prepares the next step. The bar itself still moves every batch.
+    Reading a metric copies it from the GPU, which waits for every queued kernel: once per step, that
+    stalls the GPU while Python prepares the next step. Lightning converts every ``prog_bar=True`` metric
+    logged on step after each step, so ``DeepfakeClassifier`` logs its training loss without ``prog_bar``
+    and this bar reads it from ``trainer.callback_metrics`` instead. The bar itself moves every batch.
 
     Args:
         metrics_every_n_steps: how often the training metrics are read (default: the trainer's
             ``log_every_n_steps``, when the logger reads them anyway).
+        train_metrics: the training metrics shown (names as logged).
         **kwargs: RichProgressBar's own (``refresh_rate``, ``leave``, ``theme``, ...).
     """
 
-    def __init__(self, metrics_every_n_steps: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        metrics_every_n_steps: int | None = None,
+        train_metrics: Sequence[str] = ("train/loss",),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.metrics_every_n_steps = metrics_every_n_steps
+        self.train_metrics = tuple(train_metrics)
+        self._train_values: dict[str, float] = {}
         self._skip_metrics = False
+
+    def _read_train_metrics(self, trainer: pl.Trainer) -> None:
+        metrics = trainer.callback_metrics
+        self._train_values = {name: float(metrics[name]) for name in self.train_metrics if name in metrics}
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         every = self.metrics_every_n_steps or trainer.log_every_n_steps or 1
         self._skip_metrics = (batch_idx + 1) % every != 0
+        if not self._skip_metrics:
+            self._read_train_metrics(trainer)
         try:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         finally:
             self._skip_metrics = False
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._read_train_metrics(trainer)  # the epoch's mean
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        return {**super().get_metrics(trainer, pl_module), **self._train_values}
 
     def _update_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._skip_metrics:

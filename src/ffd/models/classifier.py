@@ -117,7 +117,9 @@ class DeepfakeClassifier(L.LightningModule):
             # validation and test losses are averaged over all processes.
             sync_dist=stage != "train",
             batch_size=labels.shape[0],
-            prog_bar=stage != "test",
+            # Lightning reads a prog_bar metric logged on step after every step, a GPU sync each time:
+            # ffd.callbacks.progress.ProgressBar shows the training loss every log_every_n_steps instead.
+            prog_bar=stage == "val",
         )
         if stage == "train" and hasattr(self.net, "regularization_loss"):
             loss = loss + self.net.regularization_loss()
