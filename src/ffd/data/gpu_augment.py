@@ -5,8 +5,9 @@ per image in the DataLoader workers the CPU affine may not keep up with a GPU st
 a flip, an affine (angle, whole-pixel translation, scale) and a contrast factor per image with torch's
 RNG on the batch's device (so ``seed_everything`` makes it reproducible), folds flip + affine into one
 2x3 matrix per image and resamples the batch once with ``affine_grid`` + ``grid_sample`` (zeros padding =
-fill 0), then blends with each image's grey mean and rounds back to uint8. Same distributions and order
-(flip, affine, contrast) as the CPU pipeline; where the results differ:
+fill 0), then blends with each image's grey mean and rounds back to uint8. Constants enter as Python
+scalars, never as tensors built on the host: copying one to the GPU would wait for every queued kernel.
+Same distributions and order (flip, affine, contrast) as the CPU pipeline; where the results differ:
 
 - Nearest sampling: the grid is ``affine_grid``'s, not torchvision's own; where a sample point falls on
   a pixel boundary, float rounding can pick the neighbouring pixel (measured: 2 pixels in 100,000 at
@@ -99,12 +100,14 @@ class BatchAugment(torch.nn.Module):
             return torch.empty(*shape, device=device).uniform_(low, high)
 
         degrees = 360 * self.rotation
-        max_shift = torch.tensor([self.translate * width, self.translate * height], device=device)
+        shift = uniform(batch_size, 2, low=-self.translate, high=self.translate)
+        shift[:, 0] *= width
+        shift[:, 1] *= height
         return AugmentParams(
             flip=(torch.rand(batch_size, device=device) < 0.5) & self.flip,
             angle=uniform(batch_size, low=-degrees, high=degrees),
             # torchvision rounds a uniform shift to whole pixels (half to even, as Python's round)
-            translate=(uniform(batch_size, 2, low=-1, high=1) * max_shift).round_(),
+            translate=shift.round_(),
             scale=uniform(batch_size, low=1 - self.zoom, high=1 + self.zoom),
             contrast=uniform(batch_size, low=max(0.0, 1 - self.contrast), high=1 + self.contrast)
             if self.contrast
@@ -126,8 +129,8 @@ class BatchAugment(torch.nn.Module):
         )
         if params.contrast is not None:
             factor = params.contrast.view(-1, 1, 1, 1)
-            grey = torch.tensor(_GREY, device=out.device).view(1, 3, 1, 1)
-            mean = (out.mean(dim=(2, 3), keepdim=True) * grey).sum(dim=1, keepdim=True)
+            channel_means = out.mean(dim=(2, 3), keepdim=True)
+            mean = sum(weight * channel_means[:, c : c + 1] for c, weight in enumerate(_GREY))
             out.mul_(factor).add_(mean * (1 - factor))
         return out.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -150,6 +153,9 @@ def _theta(params: AugmentParams, height: int, width: int) -> torch.Tensor:
     mirror = torch.where(params.flip, -1.0, 1.0)
     matrix[:, 0] *= mirror.view(-1, 1)
     # pixels -> affine_grid's units: divide the output row i by half_i, multiply the input column j by half_j
-    half = torch.tensor([width / 2, height / 2], device=matrix.device)
-    matrix[:, :, :2] *= half.view(1, 1, 2)
-    return matrix / half.view(1, 2, 1)
+    half = (width / 2, height / 2)
+    for j, half_j in enumerate(half):
+        matrix[:, :, j] *= half_j
+    for i, half_i in enumerate(half):
+        matrix[:, i] /= half_i
+    return matrix
