@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from cli import run_ffd
+from ffd import bench
 from ffd.callbacks.progress import ProgressBar
 from ffd.callbacks.speed import SpeedUps
 from ffd.data.datamodule import FacesDataModule, default_num_workers
@@ -161,7 +162,7 @@ def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) ->
         "image_size=16",
         "batch_size=4",
         "steps=2",
-        "warmup_steps=2",
+        "warmup_steps=4",  # step 0, 2 audited for host syncs, 1 profiled
         "data_batches=2",
         "augment_on=[gpu]",
         "profile_steps=1",
@@ -179,3 +180,23 @@ def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) ->
     assert "(a) bare step" in table and "(c) full ffd.train loop" in table
     assert (run / "profile_vit_a_step.txt").read_text().startswith("1 steps profiled")
     assert (run / "profile_vit_c_loop.txt").read_text().startswith("1 steps profiled")
+    assert rows[3]["host_syncs_per_step"] == 0 and f"| {ratio:.2f} | 0 |" in table, rows[3]
+
+
+def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:
+    site = {"op": "_local_scalar_dense", "site": "ffd/x.py:3 (f)", "per_step": 2.0, "why": "reads a value"}
+    rows = [
+        {"model": "vit", "part": "a_step", "images_per_s": 100.0},
+        {
+            "model": "vit",
+            "part": "c_loop",
+            "augment_on": "gpu",
+            "images_per_s": 80.0,
+            "host_syncs_per_step": 2.0,
+            "host_sync_sites": [site],
+        },
+    ]
+    bench.write_tables(rows, tmp_path, "title")
+    table = (tmp_path / "bench.md").read_text()
+    assert "| 0.80 | 2 |" in table
+    assert "- vit, augment on gpu: 2/step `_local_scalar_dense` at ffd/x.py:3 (f): reads a value" in table

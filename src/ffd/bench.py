@@ -8,10 +8,12 @@ there (``trainer=gpu`` on a GPU: bf16, channels_last, torch.compile; ``trainer=c
   (b) data   the training data pipeline alone: read the JPEG files, decode, augment (or not, when the
              augmentation runs on the GPU), collate, pin; and the GPU augmentation alone;
   (c) loop   the full ``ffd.train`` loop (Lightning, data, metrics, logging, callbacks) on the same files,
-             once per ``augment_on`` place; validation off.
+             once per ``augment_on`` place; validation off. A few warm-up steps are checked for host
+             syncs (``ffd.host_syncs``): anything that makes Python wait for the GPU every step.
 
-Prints a table of images/s with the ratio (c)/(a) and peak GPU memory, and writes ``bench.json`` and
-``bench.md`` into outputs/bench/<timestamp>/. The files are the synthetic set written as 256 px JPEGs.
+Prints a table of images/s with the ratio (c)/(a), host syncs per step and peak GPU memory, and writes
+``bench.json`` and ``bench.md`` into outputs/bench/<timestamp>/. The files are the synthetic set written as
+256 px JPEGs.
 """
 
 from __future__ import annotations
@@ -160,6 +162,21 @@ class StepTimer(Callback):
         self.result_path.write_text(json.dumps({**result, "peak_gib": _peak_memory_gib()}))
 
 
+def _audit_overrides(cfg: DictConfig, run_dir: Path) -> list[str]:
+    """HostSyncAudit over the warm-up steps just before the profiled ones, never over a timed step."""
+    warmup = cfg.sizes.warmup_steps
+    profiled = min(cfg.profile_steps, warmup // 2)
+    steps = min(cfg.audit_steps, warmup - profiled - 1)
+    if steps <= 0:
+        return []
+    return [
+        "+callbacks.bench_syncs._target_=ffd.host_syncs.HostSyncAudit",
+        f"+callbacks.bench_syncs.start_step={warmup - profiled - steps}",
+        f"+callbacks.bench_syncs.steps={steps}",
+        f"+callbacks.bench_syncs.result_path={run_dir / 'host_syncs.json'}",
+    ]
+
+
 def train_config(
     cfg: DictConfig, model: str, augment_on: str, run_dir: Path, extra: list[str] | tuple[str, ...] = ()
 ) -> DictConfig:
@@ -192,6 +209,7 @@ def train_config(
         f"+callbacks.bench_timer.warmup_steps={sizes.warmup_steps}",
         f"+callbacks.bench_timer.result_path={run_dir / 'timer.json'}",
         f"+callbacks.bench_timer.profile_path={run_dir.parent.parent / f'profile_{model}_c_loop.txt'}",
+        *_audit_overrides(cfg, run_dir),
         *cfg.train_overrides,
         *extra,
     ]
@@ -288,7 +306,12 @@ def full_loop(train_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     _reset_memory()
     run_dir.mkdir(parents=True, exist_ok=True)
     train(train_cfg)
-    return json.loads((run_dir / "timer.json").read_text())
+    result = json.loads((run_dir / "timer.json").read_text())
+    audit = run_dir / "host_syncs.json"
+    if audit.is_file():
+        syncs = json.loads(audit.read_text())
+        result.update(host_syncs_per_step=syncs["per_step"], host_sync_sites=syncs["sites"])
+    return result
 
 
 def loop_variant(cfg: DictConfig, model: str, place: str, run_dir: Path, extra: list[str]) -> dict[str, Any]:
@@ -410,6 +433,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             else ""
         )
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else ""
+        syncs = f"{r['host_syncs_per_step']:g}" if r.get("host_syncs_per_step") is not None else ""
         note = r.get("error") or (f"{r['workers']} workers" if "workers" in r else "")
         rows.append(
             [
@@ -417,6 +441,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
                 names[r["part"]].format(**{**r, "variant": f", {r['variant']}" if r.get("variant") else ""}),
                 f"{speed:,.0f}" if speed else "failed",
                 ratio,
+                syncs,
                 peak,
                 note,
             ]
@@ -424,19 +449,39 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-HEADER = ["model", "measurement", "images/s", "(c)/(a)", "peak GiB", "note"]
+HEADER = ["model", "measurement", "images/s", "(c)/(a)", "syncs/step", "peak GiB", "note"]
+NUMERIC = ("images/s", "(c)/(a)", "syncs/step", "peak GiB")
+
+
+def sync_lines(results: list[dict[str, Any]]) -> list[str]:
+    """Where the host syncs of each (c) run come from, one line per call site."""
+    lines = []
+    for r in results:
+        for site in r.get("host_sync_sites") or ():
+            place = f"augment on {r.get('augment_on')}" + (f", {r['variant']}" if r.get("variant") else "")
+            lines.append(
+                f"- {r['model']}, {place}: {site['per_step']:g}/step `{site['op']}` at {site['site']}"
+                + (f": {site['why']}" if site.get("why") else "")
+            )
+    return lines
 
 
 def write_tables(results: list[dict[str, Any]], output_dir: Path, title: str) -> None:
     rows = table_rows(results)
     table = Table(title=title)
     for column in HEADER:
-        table.add_column(column, justify="right" if column in ("images/s", "(c)/(a)", "peak GiB") else "left")
+        table.add_column(column, justify="right" if column in NUMERIC else "left")
     for row in rows:
         table.add_row(*row)
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    syncs = sync_lines(results)
+    if syncs:
+        console.print("Host syncs in the training loop (ffd.host_syncs):", *syncs, sep="\n", markup=False)
     lines = [f"{title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if syncs:
+        lines += ["", "Host syncs in the training loop (ffd.host_syncs):", "", *syncs]
     (output_dir / "bench.md").write_text("\n".join(lines) + "\n")
 
 
