@@ -74,6 +74,40 @@ def test_speedups_make_the_network_channels_last_and_compile_it_in_place() -> No
     assert list(model.state_dict()) == keys, "compiling must not rename the checkpoint's keys"
 
 
+def test_every_batch_starts_a_cuda_graph_step_when_compiled(monkeypatch) -> None:
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    compiled, eager = SpeedUps(compile={"mode": "reduce-overhead"}), SpeedUps(compile=False)
+    for speed in (compiled, eager):
+        speed.on_train_batch_start(None, None, {}, 0)
+        speed.on_validation_batch_start(None, None, {}, 0, 0)
+        speed.on_test_batch_start(None, None, {}, 0, 0)
+        speed.on_predict_batch_start(None, None, {}, 0, 0)
+    assert len(marks) == 4
+
+
+@pytest.mark.slow
+def test_a_compiled_network_trains_and_validates_under_lightning(tmp_path) -> None:
+    """reduce-overhead (CUDA graphs on a GPU, skipped on a CPU): the metrics never hold a graph output."""
+    model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 16, "depth": 1})
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    data = [{"image": images[i], "label": torch.tensor(float(i % 2))} for i in range(16)]
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[SpeedUps(compile={"mode": "reduce-overhead"})],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, loader, loader)
+    assert model.net._compiled_call_impl is not None
+    assert {"train/auroc", "val/auroc", "val/loss"} <= set(trainer.callback_metrics)
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])
+
+
 def test_adamw_is_fused_where_torch_has_the_kernel_unless_told_otherwise() -> None:
     params = [nn.Parameter(torch.zeros(3))]
     assert make_adamw(params, {"lr": 0.1}).defaults["fused"] is True

@@ -248,6 +248,7 @@ def bare_step(
 
     def step() -> int:
         images, labels = batches[next(cycle) % len(batches)]
+        torch.compiler.cudagraph_mark_step_begin()  # as SpeedUps does in training
         with _autocast(train_cfg.trainer.precision):
             loss = model.criterion(model(images), labels)
             if hasattr(model.net, "regularization_loss"):
