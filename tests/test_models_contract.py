@@ -37,3 +37,34 @@ def test_metrics_score_logits_even_when_a_batch_of_them_all_lies_in_0_1(monkeypa
     model.validation_step(batch, 0)  # no trainer: self.log is a no-op, the metrics still update
     scores = model.val_metrics.compute()
     assert scores["val/accuracy"] == 1.0 and scores["val/recall"] == 1.0, scores
+
+
+def test_epoch_metrics_are_those_of_the_epochs_predictions_alone(tmp_path) -> None:
+    """Logged once per epoch from the whole epoch; the sanity check's predictions are not carried over."""
+    import lightning as L
+    from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+
+    torch.manual_seed(0)
+    model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 16, "depth": 1})
+    images = torch.randint(0, 256, (28, 3, 16, 16), dtype=torch.uint8)
+    data = [{"image": images[i], "label": torch.tensor(float(i % 3 == 0))} for i in range(28)]
+    train, val = (
+        torch.utils.data.DataLoader(data[:16], batch_size=4),
+        torch.utils.data.DataLoader(data[16:], 4),
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, train, val)
+    model.eval()
+    with torch.no_grad():
+        p_fake = torch.cat([torch.sigmoid(model(batch["image"])) for batch in val])
+    labels = torch.cat([batch["label"] for batch in val]).int()
+    logged = trainer.callback_metrics
+    assert float(logged["val/auroc"]) == pytest.approx(float(BinaryAUROC()(p_fake, labels)))
+    assert float(logged["val/accuracy"]) == pytest.approx(float(BinaryAccuracy()(p_fake, labels)))
+    assert {"train/accuracy", "train/auroc", "train/auprc"} <= set(logged)
