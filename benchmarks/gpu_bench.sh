@@ -2,7 +2,11 @@
 # One GPU session of `python -m ffd.bench`, for a machine whose Python has torch, lightning, timm and
 # torchmetrics but not hydra-core / omegaconf / antlr4 (bring them as wheels in .whl/, e.g. with
 # ../shared/tools/device-wheels.sh). Writes bench.json, bench.md and the log to $OUT (default /tmp/ffd/out).
-#   bash benchmarks/gpu_bench.sh [more ffd.bench overrides]
+#   bash benchmarks/gpu_bench.sh [more ffd.bench overrides; a key given again replaces the one below]
+# By default: both models, compiled, augmentation on the GPU; the bare step and the full loop, each also
+# with CUDA graphs (compile mode reduce-overhead); host syncs per step. About 8 minutes on an H200 (four
+# DenseNet121 compilations); the data pipeline alone (b) and the CPU-augmentation loop were measured
+# before (README, Speed) and are left out: add parts=[step,data,loop] augment_on=[cpu,gpu] for them.
 set -u
 cd "$(dirname "$0")/.."
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -14,9 +18,11 @@ OUT=${OUT:-/tmp/ffd/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__, 'cpus', __import__('os').cpu_count())" | tee -a "$OUT/gpu.txt"
-timeout "${BENCH_TIMEOUT_S:-470}" python3 -m ffd.bench models=[vit,densenet] steps=100 warmup_steps=20 data_batches=40 \
+timeout "${BENCH_TIMEOUT_S:-540}" python3 -m ffd.bench models=[vit,densenet] steps=100 warmup_steps=20 data_batches=40 \
+  parts=[step,loop] augment_on=[gpu] \
   "train_overrides=['callbacks.speed.compile=true']" \
-  "step_variants=[{precision:32-true,channels_last:false,compile:false},{precision:bf16-mixed,channels_last:true,compile:false}]" \
+  "step_variants=[{precision:bf16-mixed,channels_last:true,compile:{mode:reduce-overhead}}]" \
+  "loop_variants=[['callbacks.speed.compile={mode:reduce-overhead}']]" \
   hydra.run.dir="$FFD_ROOT/bench" "$@" > "$OUT/bench.log" 2>&1
 echo "ffd.bench exit code $?"
 cp "$FFD_ROOT"/bench/bench.json "$FFD_ROOT"/bench/bench.md "$OUT"/ 2>/dev/null

@@ -336,7 +336,9 @@ def _attempt(
         (output_dir / "bench.json").write_text(json.dumps({"machine": machine(), "rows": results}, indent=2))
 
 
-def with_settings(train_cfg: DictConfig, precision: str, channels_last: bool, compile: bool) -> DictConfig:
+def with_settings(
+    train_cfg: DictConfig, precision: str, channels_last: bool, compile: bool | dict[str, Any]
+) -> DictConfig:
     """A copy of the config with other precision / memory layout / compile settings (a step variant)."""
     variant = train_cfg.copy()
     OmegaConf.set_struct(variant, False)
@@ -351,7 +353,10 @@ def settings_of(train_cfg: DictConfig) -> dict[str, Any]:
     return {
         "precision": str(train_cfg.trainer.precision),
         "channels_last": bool(speed.get("channels_last", False)),
-        "compile": bool(speed.get("compile", False)),
+        # true, false, or the mode of a {mode: ...} mapping (reduce-overhead: CUDA graphs)
+        "compile": compile.get("mode", True)
+        if OmegaConf.is_dict(compile := speed.get("compile"))
+        else bool(compile),
         "image_size": int(train_cfg.data.image_size),
         "batch_size": int(train_cfg.data.batch_size),
     }
