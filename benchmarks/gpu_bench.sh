@@ -18,7 +18,7 @@ OUT=${OUT:-/tmp/ffd/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__, 'cpus', __import__('os').cpu_count())" | tee -a "$OUT/gpu.txt"
-timeout "${BENCH_TIMEOUT_S:-540}" python3 -m ffd.bench models=[vit,densenet] steps=100 warmup_steps=20 data_batches=40 \
+timeout "${BENCH_TIMEOUT_S:-540}" python3 -m ffd.bench models=[vit,densenet] steps=100 warmup_steps=30 data_batches=40 \
   parts=[step,loop] augment_on=[gpu] \
   "train_overrides=['callbacks.speed.compile=true']" \
   "step_variants=[{precision:bf16-mixed,channels_last:true,compile:{mode:reduce-overhead}}]" \
