@@ -4,9 +4,14 @@
 # ../shared/tools/device-wheels.sh). Writes bench.json, bench.md and the log to $OUT (default /tmp/ffd/out).
 #   bash benchmarks/gpu_bench.sh [more ffd.bench overrides; a key given again replaces the one below]
 # By default: both models, compiled, augmentation on the GPU; the bare step and the full loop, each also
-# with CUDA graphs (compile mode reduce-overhead); host syncs per step. About 8 minutes on an H200 (four
-# DenseNet121 compilations); the data pipeline alone (b) and the CPU-augmentation loop were measured
-# before (README, Speed) and are left out: add parts=[step,data,loop] augment_on=[cpu,gpu] for them.
+# with CUDA graphs (compile mode reduce-overhead); host syncs per step; torch.profiler tables of (a) and
+# (c). Each torch.compile costs ~40 s (ViT) or ~2 min (DenseNet121), so within a 10-minute call run it
+# per model, the ViT first (~4 min), then DenseNet121 with CUDA graphs only (~5 min):
+#   bash benchmarks/gpu_bench.sh models=[vit]
+#   bash benchmarks/gpu_bench.sh models=[densenet] step_variants=[] loop_variants=[] \
+#     "train_overrides=['callbacks.speed.compile={mode:reduce-overhead}']"
+# The data pipeline alone (b) and the CPU-augmentation loop were measured before (README, Speed) and are
+# left out: add parts=[step,data,loop] augment_on=[cpu,gpu] for them.
 set -u
 cd "$(dirname "$0")/.."
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -23,8 +28,9 @@ timeout "${BENCH_TIMEOUT_S:-540}" python3 -m ffd.bench models=[vit,densenet] ste
   "train_overrides=['callbacks.speed.compile=true']" \
   "step_variants=[{precision:bf16-mixed,channels_last:true,compile:{mode:reduce-overhead}}]" \
   "loop_variants=[['callbacks.speed.compile={mode:reduce-overhead}']]" \
+  profile_steps=5 \
   hydra.run.dir="$FFD_ROOT/bench" "$@" > "$OUT/bench.log" 2>&1
 echo "ffd.bench exit code $?"
-cp "$FFD_ROOT"/bench/bench.json "$FFD_ROOT"/bench/bench.md "$OUT"/ 2>/dev/null
+cp "$FFD_ROOT"/bench/bench.json "$FFD_ROOT"/bench/bench.md "$FFD_ROOT"/bench/profile_*.txt "$OUT"/ 2>/dev/null
 grep -v "^\[20\|it/s\|Epoch" "$OUT/bench.log" | tail -40
 cat "$OUT/bench.md" 2>/dev/null || tail -60 "$OUT/bench.log"

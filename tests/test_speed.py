@@ -234,3 +234,45 @@ def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:
     table = (tmp_path / "bench.md").read_text()
     assert "| 0.80 | 2 |" in table
     assert "- vit, augment on gpu: 2/step `_local_scalar_dense` at ffd/x.py:3 (f): reads a value" in table
+
+
+def test_a_loop_is_compared_with_the_bare_step_of_the_same_settings() -> None:
+    settings = {"precision": "bf16-mixed", "channels_last": True}
+    rows = [
+        {"model": "vit", "part": "a_step", "images_per_s": 100.0, **settings, "compile": True},
+        {
+            "model": "vit",
+            "part": "a_step_variant",
+            "images_per_s": 200.0,
+            **settings,
+            "compile": "reduce-overhead",
+        },
+        {
+            "model": "vit",
+            "part": "c_loop",
+            "augment_on": "gpu",
+            "images_per_s": 90.0,
+            **settings,
+            "compile": True,
+        },
+        {
+            "model": "vit",
+            "part": "c_loop",
+            "augment_on": "gpu",
+            "images_per_s": 150.0,
+            **settings,
+            "compile": "reduce-overhead",
+            "variant": "callbacks.speed.compile={mode:reduce-overhead}",
+        },
+        {
+            "model": "vit",
+            "part": "c_loop",
+            "augment_on": "gpu",
+            "images_per_s": 50.0,
+            **settings,
+            "compile": False,
+            "variant": "callbacks.speed.compile=false",
+        },
+    ]
+    ratios = [row[3] for row in bench.table_rows(rows)]
+    assert ratios == ["", "", "0.90", "0.75", "0.50"]  # the last has no bare step of its own: the default's

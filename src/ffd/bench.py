@@ -315,12 +315,6 @@ def full_loop(train_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return result
 
 
-def loop_variant(cfg: DictConfig, model: str, place: str, run_dir: Path, extra: list[str]) -> dict[str, Any]:
-    """(c) with more ffd.train overrides (a ``loop_variants`` entry)."""
-    overrides = [*extra, "+callbacks.bench_timer.profile_steps=0"]
-    return full_loop(train_config(cfg, model, place, run_dir, overrides), run_dir)
-
-
 def _attempt(
     results: list[dict[str, Any]], row: dict[str, Any], measure: Callable[[], dict[str, Any]]
 ) -> None:
@@ -402,8 +396,11 @@ def run_bench(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
             place = cfg.augment_on[-1]
             for number, extra in enumerate(cfg.loop_variants):
                 run_dir = output_dir / model / f"loop_variant{number}"
-                row = {**base, "part": "c_loop", "augment_on": place, "variant": " ".join(extra)}
-                _attempt(results, row, partial(loop_variant, cfg, model, place, run_dir, extra))
+                overrides = [*extra, "+callbacks.bench_timer.profile_steps=0"]
+                variant_cfg = train_config(cfg, model, place, run_dir, overrides)
+                row = {**base, **settings_of(variant_cfg), "part": "c_loop", "augment_on": place}
+                row["variant"] = " ".join(extra)
+                _attempt(results, row, partial(full_loop, variant_cfg, run_dir))
     return results
 
 
@@ -420,9 +417,17 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _settings_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return r["model"], r.get("precision"), r.get("channels_last"), r.get("compile")
+
+
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    """One line per measurement: model, what, images/s, (c)/(a), peak GiB, note."""
-    step = {r["model"]: r.get("images_per_s") for r in results if r["part"] == "a_step"}
+    """One line per measurement: model, what, images/s, (c)/(a), syncs/step, peak GiB, note. A loop's (a)
+    is the bare step with the same precision, channels_last and compile, if one was measured."""
+    default_step = {r["model"]: r.get("images_per_s") for r in results if r["part"] == "a_step"}
+    same_settings = {
+        _settings_key(r): r.get("images_per_s") for r in results if r["part"] in ("a_step", "a_step_variant")
+    }
     names = {
         "a_step": "(a) bare step",
         "a_step_variant": "(a) bare step, {precision}, channels_last={channels_last}, compile={compile}",
@@ -433,11 +438,8 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in results:
         speed = r.get("images_per_s")
-        ratio = (
-            f"{speed / step[r['model']]:.2f}"
-            if r["part"] == "c_loop" and speed and step.get(r["model"])
-            else ""
-        )
+        step = same_settings.get(_settings_key(r)) or default_step.get(r["model"])
+        ratio = f"{speed / step:.2f}" if r["part"] == "c_loop" and speed and step else ""
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else ""
         syncs = f"{r['host_syncs_per_step']:g}" if r.get("host_syncs_per_step") is not None else ""
         note = r.get("error") or (f"{r['workers']} workers" if "workers" in r else "")
