@@ -27,6 +27,8 @@ def test_one_logit_per_image_for_uint8_float_and_channels_last(name: str) -> Non
     torch.testing.assert_close(channels_last, logits, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+@pytest.mark.filterwarnings("ignore:No negative samples in targets")
 def test_metrics_score_logits_even_when_a_batch_of_them_all_lies_in_0_1(monkeypatch) -> None:
     """torchmetrics takes a batch of values all in [0, 1] for probabilities: logits 0.2..0.9 (P(fake)
     0.55..0.71) would be thresholded as they are and half of these fakes called real."""
