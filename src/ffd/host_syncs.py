@@ -52,10 +52,12 @@ CPU_ONLY_READS = {
 }
 
 
-def _call_site(skip: tuple[str, ...] = ("/torch/", "/ffd/host_syncs.py"), depth: int = 3) -> str:
+def _call_site(
+    stack: traceback.StackSummary, skip: tuple[str, ...] = ("/torch/", "/ffd/host_syncs.py"), depth: int = 3
+) -> str:
     """The innermost frames outside torch, innermost first: the line to change and what called it."""
     sites = []
-    for frame in reversed(traceback.extract_stack()):
+    for frame in reversed(stack):
         path = frame.filename.replace("\\", "/")
         if not any(part in path for part in skip) or "/torch/optim/" in path:
             sites.append(f"{_short(path)}:{frame.lineno} ({frame.name})")
@@ -71,9 +73,9 @@ def _short(path: str) -> str:
     return path
 
 
-def _waits_on_a_gpu_too() -> bool:
+def _waits_on_a_gpu_too(stack: traceback.StackSummary) -> bool:
     """False inside the DataLoader's fetch (worker processes on a GPU machine) and CPU_ONLY_READS."""
-    for frame in traceback.extract_stack():
+    for frame in stack:
         path = frame.filename.replace("\\", "/")
         if "/torch/utils/data/" in path or any(
             path.endswith(file) and frame.name == function for file, function in CPU_ONLY_READS
@@ -98,8 +100,10 @@ class _DispatchRecorder(TorchDispatchMode):
         name = func.__name__.split(".")[0].rstrip("_")
         if name in ("index", "index_put") and not _has_boolean_index(args):
             name = ""  # integer indices: the output size is known without reading them
-        if name in WAITING_OPS and _waits_on_a_gpu_too():
-            self.counts[(name, _call_site())] += 1
+        if name in WAITING_OPS:
+            stack = traceback.extract_stack()
+            if _waits_on_a_gpu_too(stack):
+                self.counts[(name, _call_site(stack))] += 1
         return func(*args, **(kwargs or {}))
 
 
