@@ -193,6 +193,7 @@ def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) ->
     run_ffd(
         "ffd.bench",
         "models=[vit]",
+        "trainer_config=cpu",
         "image_size=16",
         "batch_size=4",
         "steps=2",
@@ -218,7 +219,8 @@ def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) ->
 
 
 def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:
-    site = {"op": "_local_scalar_dense", "site": "ffd/x.py:3 (f)", "per_step": 2.0, "why": "reads a value"}
+    site = {"op": "_local_scalar_dense", "site": "ffd/x.py:3 (f)", "per_step": 0.105263}
+    site["why"] = "reads a value"
     rows = [
         {"model": "vit", "part": "a_step", "images_per_s": 100.0},
         {
@@ -226,14 +228,14 @@ def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:
             "part": "c_loop",
             "augment_on": "gpu",
             "images_per_s": 80.0,
-            "host_syncs_per_step": 2.0,
+            "host_syncs_per_step": 0.105263,
             "host_sync_sites": [site],
         },
     ]
     bench.write_tables(rows, tmp_path, "title")
     table = (tmp_path / "bench.md").read_text()
-    assert "| 0.80 | 2 |" in table
-    assert "- vit, augment on gpu: 2/step `_local_scalar_dense` at ffd/x.py:3 (f): reads a value" in table
+    assert "| 0.80 | 0.11 |" in table  # two significant digits, not 0.105263
+    assert "- vit, augment on gpu: 0.11/step `_local_scalar_dense` at ffd/x.py:3 (f): reads a value" in table
 
 
 def test_a_loop_is_compared_with_the_bare_step_of_the_same_settings() -> None:

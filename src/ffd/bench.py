@@ -184,7 +184,7 @@ def train_config(
     sizes = cfg.sizes
     overrides = [
         f"model={model}",
-        f"trainer={cfg.trainer}",
+        f"trainer={cfg.trainer_config}",
         "data=synthetic",
         f"data.synthetic.image_size={sizes.image_size}",
         f"data.synthetic.train={cfg.files}",
@@ -441,7 +441,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         step = same_settings.get(_settings_key(r)) or default_step.get(r["model"])
         ratio = f"{speed / step:.2f}" if r["part"] == "c_loop" and speed and step else ""
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else ""
-        syncs = f"{r['host_syncs_per_step']:g}" if r.get("host_syncs_per_step") is not None else ""
+        syncs = f"{r['host_syncs_per_step']:.2g}" if r.get("host_syncs_per_step") is not None else ""
         note = r.get("error") or (f"{r['workers']} workers" if "workers" in r else "")
         rows.append(
             [
@@ -468,7 +468,7 @@ def sync_lines(results: list[dict[str, Any]]) -> list[str]:
         for site in r.get("host_sync_sites") or ():
             place = f"augment on {r.get('augment_on')}" + (f", {r['variant']}" if r.get("variant") else "")
             lines.append(
-                f"- {r['model']}, {place}: {site['per_step']:g}/step `{site['op']}` at {site['site']}"
+                f"- {r['model']}, {place}: {site['per_step']:.2g}/step `{site['op']}` at {site['site']}"
                 + (f": {site['why']}" if site.get("why") else "")
             )
     return lines
@@ -497,8 +497,8 @@ def resolve_sizes(cfg: DictConfig) -> None:
     """Fill the null sizes and the trainer from the device present."""
     defaults = GPU_DEFAULTS if torch.cuda.is_available() else CPU_DEFAULTS
     cfg.sizes = {key: cfg.get(key) if cfg.get(key) is not None else value for key, value in defaults.items()}
-    if cfg.trainer is None:
-        cfg.trainer = "gpu" if torch.cuda.is_available() else "cpu"
+    if cfg.trainer_config is None:
+        cfg.trainer_config = "gpu" if torch.cuda.is_available() else "cpu"
     if cfg.files is None:
         # One epoch holds every step: an epoch boundary restarts the loader from empty queues, which a
         # Kaggle epoch (781 steps at batch 128) pays once but a short bench epoch would pay often.
@@ -518,7 +518,8 @@ def main(cfg: DictConfig) -> None:
     sizes = cfg.sizes
     title = (
         f"ffd.bench on {device}, torch {info['torch']}: {sizes.image_size} px, batch {sizes.batch_size}, "
-        f"{sizes.steps} timed steps after {sizes.warmup_steps}, {cfg.files} JPEG files, trainer={cfg.trainer}"
+        f"{sizes.steps} timed steps after {sizes.warmup_steps}, {cfg.files} JPEG files, "
+        f"trainer={cfg.trainer_config}"
     )
     write_tables(results, output_dir, title)
     print(f"\nbench.json and bench.md in {output_dir}")
