@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -70,3 +74,59 @@ def test_magic_bytes_tell_images_from_other_files(tmp_path):
     assert looks_like_image(tmp_path / "a.jpg")
     assert not looks_like_image(tmp_path / "b.jpg")
     assert not looks_like_image(tmp_path / "missing.jpg")
+
+
+def _png_with(transform) -> bytes:
+    """A valid PNG of RGB, its chunks changed by transform(chunk type, data) -> data, CRCs recomputed."""
+    buffer = io.BytesIO()
+    Image.fromarray(RGB).save(buffer, format="PNG")
+    raw, out, pos = buffer.getvalue(), bytearray(buffer.getvalue()[:8]), 8
+    while pos < len(raw):
+        (length,) = struct.unpack_from(">I", raw, pos)
+        kind, data = raw[pos + 4 : pos + 8], raw[pos + 8 : pos + 8 + length]
+        data = transform(kind, data)
+        out += struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        pos += 12 + length
+    return bytes(out)
+
+
+def _bad_filter(kind: bytes, data: bytes) -> bytes:
+    if kind != b"IDAT":
+        return data
+    rows = bytearray(zlib.decompress(data))
+    rows[0] = 9  # a scanline filter type that does not exist (0-4 do)
+    return zlib.compress(bytes(rows))
+
+
+def _flipped_byte(kind: bytes, data: bytes) -> bytes:
+    return data[:10] + bytes([data[10] ^ 0xFF]) + data[11:] if kind == b"IDAT" else data
+
+
+@pytest.mark.parametrize("damage", [_bad_filter, _flipped_byte])
+def test_a_damaged_png_is_an_unreadable_file_not_a_crash(tmp_path, damage):
+    """torchvision 0.29's PNG decoder dies with SIGSEGV on any libpng error (this test would kill the
+    test run); ffd decodes PNGs with Pillow, which raises."""
+    path = tmp_path / "damaged.png"
+    path.write_bytes(_png_with(damage))
+    with pytest.raises(UnreadableImageError, match="cannot be decoded") as error:
+        read_rgb(path)
+    assert str(path) in str(error.value)
+
+
+def test_bmp_and_tiff_decode_to_the_same_pixels(tmp_path):
+    expected = torch.from_numpy(RGB).permute(2, 0, 1)
+    for name in ("photo.bmp", "photo.tif"):
+        Image.fromarray(RGB).save(tmp_path / name)
+        assert looks_like_image(tmp_path / name), name
+        assert torch.equal(read_rgb(tmp_path / name), expected), name
+    Image.fromarray(RGB[..., 0].astype(np.uint16) * 257).save(tmp_path / "grey16.tif")
+    grey = read_rgb(tmp_path / "grey16.tif")  # 16-bit: the 8 most significant bits
+    assert torch.equal(grey, torch.from_numpy(RGB[..., 0]).expand(3, -1, -1))
+
+
+def test_an_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((12, 20, 3), value, np.uint8)) for value in (0, 255)]
+    frames[0].save(tmp_path / "blink.gif", save_all=True, append_images=frames[1:], duration=100)
+    image = read_rgb(tmp_path / "blink.gif")
+    _check(image)
+    assert image.max() == 0

@@ -1,18 +1,22 @@
 """Read any image file a user may hand us as an RGB uint8 tensor (C, H, W).
 
 One decoder for the whole project (training data, segmentation, prediction) so that every part
-sees the same pixels: torchvision.io, EXIF orientation applied, grayscale / RGBA / CMYK / 16-bit
-inputs converted to 8-bit RGB.
+sees the same pixels: torchvision.io for JPEG, GIF and WebP, Pillow for PNG, BMP and TIFF, EXIF
+orientation applied, grayscale / RGBA / CMYK / 16-bit inputs converted to 8-bit RGB, the first frame
+of an animation.
 """
 
 from __future__ import annotations
 
 import glob
+import io
 import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
 
 # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec, warning on every call.
@@ -26,10 +30,16 @@ warnings.filterwarnings(
 LIST_SUFFIX = ".txt"  # input=paths.txt: one image path per line
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
-# "decode_jpeg, /path/to/decode_jpeg.cpp:171, " before torchvision's reason for a failed decode.
-_SOURCE_LOCATION = re.compile(r"^\w+, \S+\.cpp:\d+,?")
-# File signatures of the formats torchvision.io decodes; anything else is not an image to us.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
+# "decode_jpeg, /path/to/decode_jpeg.cpp:171, " or "operator(), /path/to/decode_png.cpp:79, " before
+# torchvision's reason for a failed decode.
+_SOURCE_LOCATION = re.compile(r"^[^,]+, \S+\.cpp:\d+,?")
+# Decoded with Pillow: BMP and TIFF, which torchvision.io does not decode, and PNG, because a damaged
+# PNG (a flipped byte, a bad filter value) kills the whole process in torchvision 0.29's decoder
+# (SIGSEGV on any libpng error) where Pillow raises; a run must skip such a file, not die of it.
+_FOR_PILLOW = (b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
+# File signatures of the formats we decode; anything else is not an image to us.
+_MAGIC = (b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", *_FOR_PILLOW)
+_SIXTEEN_BIT_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow's modes for 16-bit grey
 
 
 class UnreadableImageError(ValueError):
@@ -52,22 +62,46 @@ def looks_like_image(path: str | Path) -> bool:
     return any(head.startswith(magic) for magic in _MAGIC)
 
 
+def _undecodable(source: str | Path, reason: str) -> UnreadableImageError:
+    return UnreadableImageError(
+        f"{source}: cannot be decoded as an image ({reason}). It is truncated, corrupt or not a "
+        "JPEG/PNG/BMP/TIFF/GIF/WebP file; re-download or re-export it, or remove it from the folder."
+    )
+
+
+def _decode_with_pillow(raw: memoryview, source: str | Path) -> torch.Tensor:
+    """PNG, BMP and TIFF (the first page) with Pillow; 16-bit images keep their 8 most significant bits,
+    alpha is dropped, as torchvision does for the other formats."""
+    try:
+        with Image.open(io.BytesIO(raw)) as opened:
+            picture = ImageOps.exif_transpose(opened)
+            if picture.mode in _SIXTEEN_BIT_GREY:
+                grey = (np.asarray(picture).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+                array = np.repeat(grey[..., None], 3, axis=2)
+            else:  # Pillow reads 16-bit RGB(A) PNGs as 8-bit already, from their high bytes
+                array = np.asarray(picture.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        raise _undecodable(source, str(error) or type(error).__name__) from error
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
 def decode_rgb(data: torch.Tensor, source: str | Path = "<bytes>") -> torch.Tensor:
     """Decode encoded bytes (a 1-D uint8 tensor) to an RGB uint8 tensor of shape (3, H, W)."""
     if data.numel() == 0:
         raise UnreadableImageError(f"{source}: the file is empty (0 bytes); delete it or replace it.")
-    try:
-        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    except (RuntimeError, ValueError) as error:
-        # torchvision prefixes its reason with the C++ function and source line: keep the reason only.
-        reason = _SOURCE_LOCATION.sub("", str(error).splitlines()[0]).strip(" ,")
-        raise UnreadableImageError(
-            f"{source}: cannot be decoded as an image ({reason}). It is truncated, corrupt or not a "
-            "JPEG/PNG/BMP/GIF/WebP file; re-download or re-export it, or remove it from the folder."
-        ) from error
-    if image.dtype == torch.uint16:  # 16-bit PNG: keep the 8 most significant bits
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    elif image.dtype != torch.uint8:
+    raw = memoryview(data.numpy())
+    if any(raw[: len(magic)] == magic for magic in _FOR_PILLOW):
+        image = _decode_with_pillow(raw, source)
+    else:
+        try:
+            image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        except (RuntimeError, ValueError) as error:
+            # torchvision prefixes its reason with the C++ function and source line: keep the reason only.
+            reason = _SOURCE_LOCATION.sub("", str(error).splitlines()[0]).strip(" ,")
+            raise _undecodable(source, reason) from error
+    if image.ndim == 4:  # an animated GIF or WebP: its first frame
+        image = image[0]
+    if image.dtype != torch.uint8:
         raise UnreadableImageError(f"{source}: unsupported pixel type {image.dtype}; save it as 8-bit.")
     if image.ndim != 3 or image.shape[0] != 3:
         raise UnreadableImageError(f"{source}: decoded to shape {tuple(image.shape)}, expected (3, H, W).")
