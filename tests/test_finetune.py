@@ -8,6 +8,8 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, TensorDataset
@@ -67,11 +69,13 @@ def _fit(
     max_epochs: int,
     tmp_path,
     batches: int = 1,
+    strategy: str | L.pytorch.strategies.Strategy = "auto",
     **kwargs,
 ) -> L.Trainer:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
+        strategy=strategy,
         max_epochs=max_epochs,
         limit_train_batches=batches,
         limit_val_batches=1,  # a validation run per epoch: Lightning restores module modes after it
@@ -137,6 +141,24 @@ def test_two_stages_with_batchnorm_frozen_throughout(tmp_path, caplog) -> None:
         weights_before["features.denseblock4.denselayer1.conv2.weight"],
     )
     assert f"unfroze the top 30 of 120 backbone layers ({FIRST_UNFROZEN} ... {LAST_UNFROZEN})" in caplog.text
+
+
+class SyncBatchNormLikeDDP(SingleDeviceStrategy):
+    """DDPStrategy.setup's first step with sync_batchnorm (trainer=ddp), which a CPU run cannot take
+    under DDP itself: every BatchNorm replaced by a new SyncBatchNorm after the callbacks' setup."""
+
+    def setup(self, trainer: L.Trainer) -> None:
+        self.model = TorchSyncBatchNorm().apply(self.model)
+        super().setup(trainer)
+
+
+def test_batchnorm_stays_frozen_when_the_strategy_swaps_in_sync_batchnorm(tmp_path) -> None:
+    module = Tiny(_densenet())
+    strategy = SyncBatchNormLikeDDP(torch.device("cpu"))
+    _fit(module, BackboneFinetuning(warmup_epochs=1), max_epochs=2, tmp_path=tmp_path, strategy=strategy)
+    norms = [m for m in module.net.backbone.modules() if isinstance(m, _BatchNorm)]
+    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    assert all(not any(s["bn_training"]) for s in module.seen), [sum(s["bn_training"]) for s in module.seen]
 
 
 def test_zero_warmup_unfreezes_at_the_start(tmp_path) -> None:

@@ -76,7 +76,6 @@ class BackboneFinetuning(BaseFinetuning):
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         backbone = _find_backbone(pl_module)
         self.freeze(backbone, train_bn=False)
-        self._batchnorms = [m for m in backbone.modules() if isinstance(m, _BatchNorm)]
         layers = forward_order_layers(backbone)
         self.layer_names = [name for name, _ in layers]
         count = math.ceil(self.unfreeze_fraction * len(layers))
@@ -117,6 +116,11 @@ class BackboneFinetuning(BaseFinetuning):
             # unfrozen layers would train apart on each process (Lightning issue #20340): wrap it anew.
             trainer.strategy.model = pl_module
             trainer.strategy.configure_ddp()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Looked up here, not at setup: the strategy may have replaced them since (DDP with
+        # sync_batchnorm, as trainer=ddp sets, swaps every BatchNorm for a new SyncBatchNorm).
+        self._batchnorms = [m for m in _find_backbone(pl_module).modules() if isinstance(m, _BatchNorm)]
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
