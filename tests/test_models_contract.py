@@ -3,11 +3,14 @@ channels_last, gives the same single logit per image."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+from torch import nn
 
 from ffd.models import NETS, create_net
-from ffd.models.classifier import DeepfakeClassifier
+from ffd.models.classifier import CosineSchedule, DeepfakeClassifier
 
 SMALL = {"densenet": {"pretrained": False}, "vit": {"image_size": 32}}
 
@@ -70,3 +73,38 @@ def test_epoch_metrics_are_those_of_the_epochs_predictions_alone(tmp_path) -> No
     assert float(logged["val/auroc"]) == pytest.approx(float(BinaryAUROC()(p_fake, labels)))
     assert float(logged["val/accuracy"]) == pytest.approx(float(BinaryAccuracy()(p_fake, labels)))
     assert {"train/accuracy", "train/auroc", "train/auprc"} <= set(logged)
+
+
+def test_cosine_schedule_carries_a_parameter_group_added_by_fine_tuning() -> None:
+    head, backbone = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([head], lr=1.0)
+    schedule = CosineSchedule(optimizer, total_epochs=10, warmup_epochs=1, min_lr_factor=0.01)
+    for _ in range(3):
+        optimizer.step()
+        schedule.step()
+    # What BackboneFinetuning does at an epoch start: a new group at a tenth of the current rate.
+    optimizer.add_param_group({"params": [backbone], "lr": optimizer.param_groups[0]["lr"] * 0.1})
+    for epoch in range(4, 11):
+        optimizer.step()
+        schedule.step()
+        head_lr, backbone_lr = (group["lr"] for group in optimizer.param_groups)
+        assert head_lr == pytest.approx(schedule.factor(epoch))
+        assert backbone_lr == pytest.approx(head_lr * 0.1), epoch
+    assert head_lr == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("name", ["plateau", "cosine"])
+def test_densenet_config_takes_either_schedule(name: str) -> None:
+    """model/densenet.yaml holds the plateau's settings; model.scheduler.name=cosine must still work."""
+    net = {"name": "vit", "image_size": 16, "dim": 8, "depth": 1}
+    model = DeepfakeClassifier(net=net, scheduler={"name": name, "factor": 0.5, "patience": 2})
+    model.trainer = SimpleNamespace(max_epochs=5)  # what configure_optimizers reads of the trainer
+    scheduler = model.configure_optimizers()["lr_scheduler"]
+    if name == "plateau":
+        assert isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+        assert (scheduler["scheduler"].factor, scheduler["scheduler"].patience) == (0.5, 2)
+    else:
+        assert isinstance(scheduler, CosineSchedule) and scheduler.total_epochs == 5
+    model.hparams["scheduler"] = {"name": name, "patiense": 2}
+    with pytest.raises(ValueError, match="unknown keys"):
+        model.configure_optimizers()

@@ -70,6 +70,39 @@ def make_adamw(params: list[nn.Parameter], settings: Mapping[str, Any] | None) -
     )
 
 
+# model.scheduler settings of each schedule (besides `name`), with their defaults.
+SCHEDULES = {"plateau": {"factor": 0.5, "patience": 2}, "cosine": {"warmup_epochs": 0, "min_lr_factor": 0.01}}
+
+
+class CosineSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """Per epoch: a linear warm-up, then a cosine decay to ``min_lr_factor`` of each group's first rate.
+
+    Every parameter group follows it, also one that fine-tuning adds later at a fraction of the current
+    rate (LambdaLR knows only the groups it was created with, and fails on the next step)."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_epochs: int,
+        warmup_epochs: int,
+        min_lr_factor: float,
+    ) -> None:
+        self.total_epochs, self.warmup_epochs, self.min_lr_factor = total_epochs, warmup_epochs, min_lr_factor
+        super().__init__(optimizer)
+
+    def factor(self, epoch: int) -> float:
+        if epoch < self.warmup_epochs:
+            return (epoch + 1) / (self.warmup_epochs + 1)
+        progress = (epoch - self.warmup_epochs) / max(self.total_epochs - self.warmup_epochs, 1)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return self.min_lr_factor + (1.0 - self.min_lr_factor) * cosine
+
+    def get_lr(self) -> list[float]:
+        for group in self.optimizer.param_groups:  # a new group's rate was set at the last epoch's factor
+            group.setdefault("initial_lr", group["lr"] / self.factor(max(self.last_epoch - 1, 0)))
+        return [group["initial_lr"] * self.factor(self.last_epoch) for group in self.optimizer.param_groups]
+
+
 class DeepfakeClassifier(L.LightningModule):
     """Binary real (0) / fake (1) classifier over a network that returns one logit per image.
 
@@ -131,7 +164,8 @@ class DeepfakeClassifier(L.LightningModule):
             loss = loss + self.net.regularization_loss()
         # Probabilities, not logits: torchmetrics takes a batch whose values all lie in [0, 1] for
         # probabilities already, and would score a batch of small logits unsquashed.
-        metrics.update(torch.sigmoid(logits.detach()), labels.int())
+        # In float32: under bf16-mixed the logits are bf16, whose probabilities would be coarsely rounded.
+        metrics.update(torch.sigmoid(logits.detach().float()), labels.int())
         return {"loss": loss, "logits": logits.detach(), "labels": labels, "paths": batch.get("path")}
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
@@ -166,7 +200,7 @@ class DeepfakeClassifier(L.LightningModule):
         self._log_epoch_metrics(self.test_metrics)
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        return torch.sigmoid(self(batch["image"]))
+        return torch.sigmoid(self(batch["image"]).float())
 
     def configure_optimizers(self) -> Any:
         settings = self.hparams.get("optimizer")
@@ -177,31 +211,18 @@ class DeepfakeClassifier(L.LightningModule):
         name = schedule.pop("name", None)
         if name in (None, "none"):
             return optimizer
+        if name not in SCHEDULES:
+            raise ValueError(f"model.scheduler.name={name!r} is not one of: plateau, cosine, none.")
+        unknown = set(schedule).difference(*SCHEDULES.values())
+        if unknown:
+            raise ValueError(f"model.scheduler: unknown keys {sorted(unknown)}; known: {SCHEDULES}.")
+        # Keys of the other schedule (model/densenet.yaml's plateau settings under name=cosine) are unused.
+        settings = {key: schedule.get(key, default) for key, default in SCHEDULES[name].items()}
         if name == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer,
-                mode="max",
-                factor=schedule.get("factor", 0.5),
-                patience=schedule.get("patience", 2),
-            )
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", **settings)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/auroc"}}
-        if name == "cosine":
-            return {"optimizer": optimizer, "lr_scheduler": self._cosine(optimizer, **schedule)}
-        raise ValueError(f"model.scheduler.name={name!r} is not one of: plateau, cosine, none.")
-
-    def _cosine(
-        self, optimizer: torch.optim.Optimizer, warmup_epochs: int = 0, min_lr_factor: float = 0.01
-    ) -> torch.optim.lr_scheduler.LRScheduler:
         total = max(int(self.trainer.max_epochs or 1), 1)
-
-        def factor(epoch: int) -> float:
-            if epoch < warmup_epochs:
-                return (epoch + 1) / (warmup_epochs + 1)
-            progress = (epoch - warmup_epochs) / max(total - warmup_epochs, 1)
-            cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-            return min_lr_factor + (1.0 - min_lr_factor) * cosine
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": CosineSchedule(optimizer, total, **settings)}
 
     def describe(self) -> dict[str, Any]:
         """What the report says about the model."""
