@@ -26,7 +26,7 @@ from ffd import assets
 from ffd.images import decode_rgb, find_images, read_rgb
 from ffd.segmentation import draw
 from ffd.segmentation.landmarks import GROUP_CONNECTIONS, GROUPS, NUM_LANDMARKS, FaceLandmarker
-from ffd.segmentation.pipeline import fit, output_names, run
+from ffd.segmentation.pipeline import SegmentError, fit, output_names, run
 from ffd.segmentation.regions import REGION_CLASSES, label_map, outlines, region_masks
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -239,6 +239,33 @@ def test_output_names_mirror_folders_and_keep_same_stem_files_apart(tmp_path: Pa
     assert find_images(tmp_path / "a" / "*.png") == [files[1]]
     names = output_names(files)
     assert names == {files[0]: Path("a/x.jpg"), files[1]: Path("a/x.png"), files[2]: Path("b/y")}
+
+
+def test_output_names_never_share_a_file(tmp_path: Path) -> None:
+    names = ["x.jpg", "x.png", "x.jpg.png", "shot.v1.jpg", "shot.v2.jpg"]
+    files = [tmp_path / name for name in names]
+    outputs = output_names(files)
+    assert len({name.name for name in outputs.values()}) == len(files), outputs
+    assert outputs[files[3]] == Path("shot.v1") and outputs[files[2]] == Path("x.jpg.png")
+
+
+def test_a_folder_run_writes_one_output_per_image_and_never_over_an_input(
+    landmarker_file: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    noise = np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    names = ["x.jpg", "x.png", "shot.v1.jpg", "shot.v2.jpg"]
+    for name in names:
+        Image.fromarray(noise).save(folder / name)
+    run(segment_config(tmp_path, f"input={folder}", "backend=regions"))
+    written = [p for p in (tmp_path / "out").glob("*.json") if p.name != "summary.json"]
+    assert sorted(Path(json.loads(p.read_text())["file"]).name for p in written) == sorted(names), written
+    assert len(list((tmp_path / "out").glob("*.png"))) == len(names)
+    before = (folder / "x.png").read_bytes()
+    with pytest.raises(SegmentError, match="would overwrite the input image"):
+        run(segment_config(tmp_path, f"input={folder / 'x.png'}", f"output={folder}", "backend=regions"))
+    assert (folder / "x.png").read_bytes() == before
 
 
 def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

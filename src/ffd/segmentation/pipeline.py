@@ -52,13 +52,23 @@ class SegmentError(UserError):
 
 
 def output_names(files: list[Path]) -> dict[Path, Path]:
-    """Output path (no suffix) per input, mirroring sub-folders; x.jpg and x.png become x.jpg / x.png."""
+    """Output name (to which .png and .json are appended) per input, mirroring sub-folders: x.jpg gives
+    x, or x.jpg where x.png is there too (x.jpg.png, x.png.png)."""
     if not files:
         return {}
     root = Path(os.path.commonpath([f.parent.resolve() for f in files]))
-    names = {f: f.resolve().relative_to(root).with_suffix("") for f in files}
-    taken = Counter(names.values())  # counted once: a folder may hold tens of thousands of files
-    return {f: name if taken[name] == 1 else name.with_name(f.name) for f, name in names.items()}
+    full = {f: f.resolve().relative_to(root) for f in files}
+    names = {f: name.with_suffix("") for f, name in full.items()}
+    while True:  # a full name can meet another file's short name (x.jpg, and x.jpg.png's x.jpg)
+        taken = Counter(names.values())  # counted once per pass: a folder may hold tens of thousands
+        clashes = [f for f, name in names.items() if taken[name] > 1 and name != full[f]]
+        if not clashes:
+            return names
+        names.update((f, full[f]) for f in clashes)
+
+
+def _with_suffix(name: Path, suffix: str) -> Path:
+    return name.with_name(name.name + suffix)  # not Path.with_suffix: shot.v1 must not become shot.png
 
 
 def fit(image: torch.Tensor, max_side: int) -> torch.Tensor:
@@ -242,9 +252,9 @@ def segment_one(backend: Backend, file: Path, out: Path, max_side: int) -> dict[
     if record["faces"] == 0:
         annotated = draw.add_note(working, "no face found")
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(annotated, str(out.with_suffix(".png")), compression_level=PNG_COMPRESSION)
+    write_png(annotated, str(_with_suffix(out, ".png")), compression_level=PNG_COMPRESSION)
     header = {"file": str(file), "width": width, "height": height, "working_size": list(working.shape[:0:-1])}
-    out.with_suffix(".json").write_text(json.dumps({**header, **record}))
+    _with_suffix(out, ".json").write_text(json.dumps({**header, **record}))
     return {
         "file": str(file),
         "status": "no_face" if record["faces"] == 0 else "ok",
@@ -261,6 +271,14 @@ def run(cfg: Any, console: Console | None = None) -> Summary:
     output.mkdir(parents=True, exist_ok=True)
     summary = Summary(backend=cfg.backend, output=str(output))
     names = output_names(files)
+    inputs = {file.resolve() for file in files}
+    for name in names.values():
+        target = _with_suffix(output / name, ".png").resolve()
+        if target in inputs:
+            raise SegmentError(
+                f"output={output} would overwrite the input image {target} with its annotated copy. "
+                "Choose an output folder apart from the images (the default is the run's folder)."
+            )
     with open_backend(cfg) as backend:
         for file in track(files, description=f"segment ({cfg.backend})", console=console, transient=True):
             summary.records.append(segment_one(backend, file, output / names[file], cfg.max_side))
