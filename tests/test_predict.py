@@ -166,7 +166,7 @@ def test_a_list_input_through_the_command_line(tiny_checkpoints, photos, tmp_pat
     with (run / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["path"] for r in rows] == [str(photos / "a.png"), str(photos / "sub" / "c.png")]
-    assert all(r["verdict"] == ("fake" if float(r["p_fake"]) >= 0.5 else "real") for r in rows)
+    assert all(r["verdict"] == ("fake" if float(r["p_fake"]) > 0.5 else "real") for r in rows)
     assert "missing.jpg" in (run / "bad_files.txt").read_text()
     printed = "".join(result.stdout.split())  # rich wraps and folds the table to the terminal's width
     assert "ffd.predict:vit(pytorch)" in printed and "Unreadablefiles(skipped)" in printed

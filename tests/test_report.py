@@ -61,7 +61,7 @@ def test_report_files_agree(tmp_path, predictions):
     labels = np.array([int(r["label"]) for r in rows])
     p_fake = np.array([float(r["p_fake"]) for r in rows])
     said = np.array([r["verdict"] == "fake" for r in rows])
-    assert np.array_equal(said, p_fake >= 0.5)
+    assert np.array_equal(said, p_fake > 0.5)
     assert metrics["accuracy"] == pytest.approx(
         float(np.mean(said == labels)), abs=1e-6
     )  # torchmetrics computes in float32
@@ -86,6 +86,13 @@ def test_verdict_confidence_is_probability_of_predicted_class():
     assert verdict(0.9) == ("fake", 0.9)
     assert verdict(0.2)[0] == "real" and verdict(0.2)[1] == pytest.approx(0.8)
     assert verdict(0.6, threshold=0.7)[0] == "real"
+
+
+def test_verdicts_and_metrics_agree_at_the_threshold():
+    """P(fake) exactly at the threshold (logit 0): torchmetrics counts it real, and so must the verdict."""
+    labels, logits = np.array([0, 1, 1, 0]), np.array([-3.0, 0.0, 3.0, 0.0])
+    said = [verdict(p)[0] == "fake" for p in 1 / (1 + np.exp(-logits))]
+    assert compute_metrics(labels, logits)["accuracy"] == pytest.approx(np.mean(np.array(said) == labels))
 
 
 def test_verdict_examples_show_confident_mistakes_first():

@@ -118,7 +118,8 @@ class PredictRun:
             writer = csv.writer(handle)
             writer.writerow(["path", "verdict", "confidence", "p_fake"])
             for row in self.rows:
-                writer.writerow([row.path, row.verdict, f"{row.confidence:.6f}", f"{row.p_fake:.6f}"])
+                # repr: every digit, so that a P(fake) just under the threshold never reads as equal to it
+                writer.writerow([row.path, row.verdict, repr(row.confidence), repr(row.p_fake)])
         summary = {
             "input": self.input,
             "model": self.model,

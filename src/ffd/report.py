@@ -61,8 +61,9 @@ class Predictions:
 
 
 def verdict(prob_fake: float, threshold: float = 0.5) -> tuple[str, float]:
-    """('fake' or 'real', confidence = the probability of the predicted class)."""
-    is_fake = prob_fake >= threshold
+    """('fake' or 'real', confidence = the probability of the predicted class). Fake above the threshold,
+    strictly, as torchmetrics counts a positive, so that verdicts and metrics agree at the threshold."""
+    is_fake = prob_fake > threshold
     return (LABELS[1], prob_fake) if is_fake else (LABELS[0], 1.0 - prob_fake)
 
 
@@ -158,7 +159,7 @@ def pr_figure(labels: np.ndarray, probs: np.ndarray, auprc: float) -> Figure:
 def pick_verdict_examples(labels: np.ndarray, probs: np.ndarray, threshold: float, count: int) -> list[int]:
     """The most confident mistakes first (they are what a person wants to see), then correct ones spread
     over the confidence range; deterministic."""
-    predicted = (probs >= threshold).astype(int)
+    predicted = (probs > threshold).astype(int)  # as verdict()
     confidence = np.where(predicted == 1, probs, 1.0 - probs)
     wrong = np.flatnonzero(predicted != labels)
     wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][: count // 2]
@@ -203,7 +204,7 @@ def write_predictions_csv(path: Path, predictions: Predictions, threshold: float
         writer.writerow(["path", "label", "p_fake", "verdict", "confidence"])
         for file, label, prob in zip(predictions.paths, predictions.labels, predictions.probs, strict=True):
             said, confidence = verdict(float(prob), threshold)
-            writer.writerow([file, int(label), f"{prob:.6f}", said, f"{confidence:.6f}"])
+            writer.writerow([file, int(label), repr(float(prob)), said, repr(float(confidence))])  # exact
 
 
 def write_bad_files(path: Path, bad_files: Sequence[tuple[str, str]]) -> None:
