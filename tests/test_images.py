@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ffd.images import UnreadableImageError, looks_like_image, read_rgb
+from ffd.images import UnreadableImageError, find_images, looks_like_image, read_rgb
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
@@ -130,3 +130,10 @@ def test_an_animated_gif_gives_its_first_frame(tmp_path):
     image = read_rgb(tmp_path / "blink.gif")
     _check(image)
     assert image.max() == 0
+
+
+def test_a_list_saved_with_a_byte_order_mark_keeps_its_first_path(tmp_path):
+    Image.fromarray(RGB).save(tmp_path / "first.png")
+    Image.fromarray(RGB).save(tmp_path / "second.png")
+    (tmp_path / "list.txt").write_text("first.png\nsecond.png\n", encoding="utf-8-sig")  # Windows Notepad
+    assert find_images(tmp_path / "list.txt") == [tmp_path / "first.png", tmp_path / "second.png"]

@@ -106,3 +106,11 @@ def test_missing_weights_offline_stop_with_address_folder_and_hint(monkeypatch, 
     assert str(cache) in message
     assert "backend=regions" in message
     assert not any(cache.glob("*"))  # nothing half-written left behind
+
+
+def test_weights_of_another_network_stop_with_one_clear_error(tmp_path: Path) -> None:
+    other = tmp_path / "resnet.pth"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), other)
+    with pytest.raises(assets.AssetError, match="not the weights of facexlib's BiSeNet") as error:
+        FaceParser(other)
+    assert str(other) in str(error.value) and "parsing_bisenet.pth" in str(error.value)

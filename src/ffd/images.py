@@ -131,7 +131,8 @@ def find_images(spec: str | Path) -> list[Path]:
     """
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix.lower() == LIST_SUFFIX:
-        lines = (line.strip() for line in path.read_text().splitlines())
+        # utf-8-sig: a list saved by Windows Notepad starts with a byte-order mark, not part of the first path
+        lines = (line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines())
         files = [path.parent / Path(line).expanduser() for line in lines if line and not line.startswith("#")]
         where = f"the list {path} names"
     elif path.is_file():

@@ -7,11 +7,16 @@ with `weights_only=True`, after ffd.assets has checked the file's sha256. facexl
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
+
+from ffd.assets import ASSETS, AssetError
+
+PARSING_URL = ASSETS["parsing_bisenet.pth"].url
 
 # CelebAMask-HQ's classes in the order of the network's outputs; left/right as the dataset annotates them.
 PARSING_CLASSES: tuple[str, ...] = (
@@ -50,7 +55,14 @@ class FaceParser:
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
         self.size = size
         net = BiSeNet(num_class=len(PARSING_CLASSES))
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        try:
+            net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError, TypeError) as error:
+            raise AssetError(
+                f"{weights}: not the weights of facexlib's BiSeNet face parser "
+                f"({str(error).splitlines()[0][:200]}). Use facexlib's parsing_bisenet.pth ({PARSING_URL}) "
+                "or a state dict saved from facexlib.parsing.bisenet.BiSeNet(num_class=19)."
+            ) from error
         self.net = net.eval().to(self.device, self.dtype)
 
     @torch.inference_mode()
