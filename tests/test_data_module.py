@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -52,6 +53,13 @@ def test_train_shuffles_and_drops_last_only_when_larger_than_a_batch(faces: Path
     small = module(faces, batch_size=64)
     small.setup("fit")
     assert not small.train_dataloader().drop_last
+    # Under DDP each process gets its share of the 12: batches of 5 would leave 2 processes 1 batch each
+    # (6 images), 3 processes none (4 images), so the last batch is kept there.
+    for processes, drops in ((2, True), (3, False)):
+        shared = module(faces, batch_size=5)
+        shared.trainer = SimpleNamespace(world_size=processes)
+        shared.setup("fit")
+        assert shared.train_dataloader().drop_last is drops, processes
 
 
 def test_augmentation_applies_to_the_training_split_only(faces: Path) -> None:

@@ -8,6 +8,7 @@ the LightningModule to collect; B may be 0.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -211,12 +212,17 @@ class FacesDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
-            drop_last=train and len(dataset) > self.batch_size,
+            # Each process's share, not the whole split: under DDP a share smaller than a batch would
+            # otherwise drop every batch and train nothing.
+            drop_last=train and math.ceil(len(dataset) / self._processes()) > self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=partial(collate_faces, image_size=self.image_size),
         )
+
+    def _processes(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
 
     def _augment_args(self) -> dict[str, Any]:
         return dict(self.augment) if isinstance(self.augment, Mapping) else {}
