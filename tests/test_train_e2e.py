@@ -96,3 +96,14 @@ def test_two_process_ddp_writes_one_run_and_one_report(tmp_path):
     assert len(runs) == 1, f"DDP made {len(runs)} run folders: {runs}"
     summary = check_report(runs[0])
     assert summary["model"]["name"] == "vit"
+
+
+def test_last_ckpt_is_the_latest_epoch_even_when_the_best_is_older(tmp_path):
+    """Lightning 2.6 writes save_last's copy only when the monitored metric improves; at lr 0 it never
+    does after epoch 0, yet last.ckpt (what a user resumes from) must hold the final epoch."""
+    run_ffd("ffd.train", *TINY, "model=vit", "trainer.max_epochs=3", "model.optimizer.lr=0", root=tmp_path)
+    (run,) = run_dirs(tmp_path, "train")
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2, last["epoch"]
+    (best,) = [p for p in (run / "checkpoints").iterdir() if p.name != "last.ckpt"]
+    assert best.name.startswith("epoch000-"), best.name

@@ -197,6 +197,7 @@ def train_config(
         "model.scheduler=null",  # plateau follows val/auroc, and validation is off
         "++callbacks.finetune=null",  # the whole network trains, as in (a)
         "callbacks.model_checkpoint=null",  # no validation, so nothing to monitor
+        "callbacks.latest_checkpoint=null",  # no checkpoint writing inside the timed steps
         "callbacks.early_stopping=null",
         "callbacks.model_summary=null",
         "test=false",

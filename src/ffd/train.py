@@ -32,7 +32,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics: dict[str, Any] = dict(trainer.callback_metrics)
     if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
         if not best:
             log.warning("No best checkpoint was saved; testing the weights as they are after fitting.")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
