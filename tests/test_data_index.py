@@ -178,3 +178,16 @@ def test_bad_files_are_skipped_and_listed_at_index_time(tmp_path: Path) -> None:
     }
     assert index.skipped_per_split == {"train": 3, "val": 0, "test": 0}
     assert index.counts()["train"] == {0: 3, 1: 2}  # the truncated file is only found when decoded
+
+
+def test_symlinked_folders_inside_a_class_are_followed_once(tmp_path: Path) -> None:
+    write_tree(tmp_path / "data")
+    elsewhere = tmp_path / "more_real"
+    write_images(elsewhere, 3)
+    real = tmp_path / "data" / "train" / "real"
+    (real / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (real / "linked_again").symlink_to(elsewhere, target_is_directory=True)  # the same folder twice
+    (elsewhere / "loop").symlink_to(real, target_is_directory=True)  # and a loop back
+    index = index_dataset(tmp_path / "data")
+    assert index.counts()["train"] == {0: 2 + 3, 1: 2}
+    assert index.skipped == []

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import glob
 import io
+import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +121,21 @@ def read_rgb(path: str | Path) -> torch.Tensor:
     return decode_rgb(data, path)
 
 
+def walk_files(folder: str | Path) -> Iterator[Path]:
+    """Every file under ``folder``, in a stable order (a folder's files, then its sub-folders, each
+    sorted), hidden files and folders left out. Symlinked folders are followed, each real folder once,
+    so a link loop ends and a folder linked twice is not listed twice."""
+    seen: set[str] = set()
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(name for name in dirs if not name.startswith("."))
+        yield from (Path(current) / name for name in sorted(files) if not name.startswith("."))
+
+
 def _is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -138,7 +155,7 @@ def find_images(spec: str | Path) -> list[Path]:
     elif path.is_file():
         return [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if _is_image_file(p))
+        files = sorted(p for p in walk_files(path) if _is_image_file(p))
         where = f"the folder {path} holds"
     elif glob.has_magic(str(path)):
         files = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if _is_image_file(p))

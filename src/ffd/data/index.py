@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from ffd import LABELS
-from ffd.images import IMAGE_SUFFIXES, looks_like_image
+from ffd.images import IMAGE_SUFFIXES, looks_like_image, walk_files
 
 SPLITS = ("train", "val", "test")
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
@@ -126,13 +126,7 @@ def _scan_folders(splits: dict[str, Path], class_dirs: Mapping) -> dict[str, lis
     for split, split_path in splits.items():
         for class_path in _subdirs(split_path):
             for label in _match(class_path.name, class_dirs):
-                for folder, dirs, files in os.walk(class_path):  # top-down, sorted: deterministic
-                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                    listed.setdefault(split, []).extend(
-                        (os.path.join(folder, name), label)
-                        for name in sorted(files)
-                        if not name.startswith(".")
-                    )
+                listed.setdefault(split, []).extend((str(path), label) for path in walk_files(class_path))
     return listed
 
 
