@@ -107,3 +107,25 @@ def test_last_ckpt_is_the_latest_epoch_even_when_the_best_is_older(tmp_path):
     assert last["epoch"] == 2, last["epoch"]
     (best,) = [p for p in (run / "checkpoints").iterdir() if p.name != "last.ckpt"]
     assert best.name.startswith("epoch000-"), best.name
+
+
+def test_a_resumed_fit_keeps_the_best_epoch_found_before_the_interruption(tmp_path):
+    """At lr 0 every epoch scores the same val/auroc, so epoch 0 stays the best across the resume; a new
+    checkpoint folder would have lost its score and taken the first resumed epoch for the best."""
+    lr0 = [*TINY, "model=vit", "model.optimizer.lr=0"]
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    run_ffd("ffd.train", *lr0, "trainer.max_epochs=2", "test=false", root=tmp_path / "first")
+    (first,) = run_dirs(tmp_path / "first", "train")
+    resumed = run_ffd(
+        "ffd.train",
+        *lr0,
+        "trainer.max_epochs=4",
+        f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+        root=tmp_path / "second",
+    )
+    assert "epoch000-" in resumed.stdout + resumed.stderr  # the checkpoint tested
+    names = sorted(p.name for p in (first / "checkpoints").iterdir())
+    assert len(names) == 2 and names[0].startswith("epoch000-") and names[1] == "last.ckpt", names
+    last = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 3

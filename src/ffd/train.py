@@ -6,6 +6,7 @@ Fit a detector, then test its best checkpoint and write the report into outputs/
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -18,9 +19,23 @@ from ffd.runtime import exit_on_user_error, instantiate_all, log_config
 log = logging.getLogger("ffd.train")
 
 
+def continue_checkpoints(cfg: DictConfig) -> None:
+    """A resumed fit writes its checkpoints next to the one it resumes from, the interrupted run's folder.
+
+    Lightning restores the best score so far only into a checkpoint callback with the same folder; in a
+    new one, the first epoch after resuming would count as the best and be tested, however poor."""
+    folder = str(Path(cfg.ckpt_path).expanduser().resolve().parent)
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if callback and str(callback.get("_target_", "")).endswith("ModelCheckpoint"):
+            cfg.callbacks[name].dirpath = folder
+    log.info("Resuming from %s: checkpoints continue in %s.", cfg.ckpt_path, folder)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test the best checkpoint; return the final metrics (validation and test) as floats."""
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("ckpt_path"):
+        continue_checkpoints(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
     loggers = instantiate_all(cfg.get("logger"))
