@@ -75,6 +75,21 @@ def test_epoch_metrics_are_those_of_the_epochs_predictions_alone(tmp_path) -> No
     assert {"train/accuracy", "train/auroc", "train/auprc"} <= set(logged)
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_metrics_take_float32_probabilities_under_bf16_autocast() -> None:
+    """Under bf16-mixed the logits are bf16: their sigmoid would keep 8 bits of mantissa, so AUROC, which
+    picks the checkpoint and drives the schedule, would rank coarsely rounded probabilities."""
+    model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 8, "depth": 1})
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.validation_step({"image": images, "label": torch.tensor([0.0, 1.0, 0.0, 1.0])}, 0)
+        probabilities = model.predict_step({"image": images}, 0)
+    stored = model.val_metrics["auroc"].preds
+    assert stored and all(p.dtype == torch.float32 for p in stored)
+    assert probabilities.dtype == torch.float32
+
+
 def test_cosine_schedule_carries_a_parameter_group_added_by_fine_tuning() -> None:
     head, backbone = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([head], lr=1.0)
