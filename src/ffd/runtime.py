@@ -18,7 +18,9 @@ def gpu_precision() -> str:
     """Lightning's autocast precision for this machine's GPU: bf16 where supported, else fp16."""
     import torch
 
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+    # including_emulation=False: a V100 or T4 can hold bf16 tensors but has no bf16 tensor cores.
+    native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16-mixed" if native else "16-mixed"
 
 
 # Config interpolations: ${ffd.gpu_precision:} (conf/trainer/gpu.yaml).
