@@ -45,7 +45,9 @@ class ProgressBar(RichProgressBar):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         every = self.metrics_every_n_steps or trainer.log_every_n_steps or 1
-        self._skip_metrics = (batch_idx + 1) % every != 0
+        # The optimizer steps so far, as the logger counts them (not batch_idx, which restarts each epoch):
+        # the bar then reads the loss on the steps where the logger has read it anyway.
+        self._skip_metrics = trainer.global_step % every != 0
         if not self._skip_metrics:
             self._read_train_metrics(trainer)
         try:
