@@ -44,12 +44,14 @@ def test_trainer_gpu_sets_the_loader_and_speed_callback_and_keeps_cpu_runs_apart
     assert cpu.data.augment_on == "cpu"
 
 
-@pytest.mark.parametrize(
-    ("cuda", "bf16", "expected"), [(True, True, "bf16-mixed"), (True, False, "16-mixed")]
-)
-def test_gpu_precision_follows_the_gpu(monkeypatch, cuda: bool, bf16: bool, expected: str) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+@pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_gpu_precision_follows_the_gpu(monkeypatch, native_bf16: bool, expected: str) -> None:
+    """A T4 or V100 reports bf16 support through emulation (torch's default question), with no bf16
+    tensor cores: it gets fp16."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bf16 or including_emulation
+    )
     assert gpu_precision() == expected
 
 
@@ -216,6 +218,8 @@ def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) ->
     assert (run / "profile_vit_a_step.txt").read_text().startswith("1 steps profiled")
     assert (run / "profile_vit_c_loop.txt").read_text().startswith("1 steps profiled")
     assert rows[3]["host_syncs_per_step"] == 0 and f"| {ratio:.2f} | 0 |" in table, rows[3]
+    # The timed loop writes no checkpoint (Lightning's default one included) and stops before epoch end.
+    assert not list(run.rglob("*.ckpt"))
 
 
 def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:
@@ -278,3 +282,27 @@ def test_a_loop_is_compared_with_the_bare_step_of_the_same_settings() -> None:
     ]
     ratios = [row[3] for row in bench.table_rows(rows)]
     assert ratios == ["", "", "0.90", "0.75", "0.50"]  # the last has no bare step of its own: the default's
+
+
+def test_each_loop_is_compared_with_the_bare_step_of_its_own_run_and_sizes() -> None:
+    """models=[vit,vit]: each loop against the bare step measured just before it; a loop at another
+    batch size has no bare step of its own and says which one it was compared with."""
+    size = {"image_size": 64, "batch_size": 16}
+    rows = [
+        {"model": "vit", "part": "a_step", "images_per_s": 100.0, **size},
+        {"model": "vit", "part": "c_loop", "augment_on": "gpu", "images_per_s": 90.0, **size},
+        {"model": "vit", "part": "a_step", "images_per_s": 200.0, **size},
+        {"model": "vit", "part": "c_loop", "augment_on": "gpu", "images_per_s": 180.0, **size},
+        {
+            "model": "vit",
+            "part": "c_loop",
+            "augment_on": "gpu",
+            "images_per_s": 100.0,
+            "image_size": 64,
+            "batch_size": 32,
+            "variant": "data.batch_size=32",
+        },
+    ]
+    table = bench.table_rows(rows)
+    assert [row[3] for row in table] == ["", "0.90", "", "0.90", "0.50"]
+    assert "default bare step" in table[4][6]

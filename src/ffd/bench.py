@@ -137,6 +137,7 @@ class StepTimer(Callback):
         self.profile_steps = min(profile_steps, warmup_steps // 2)
         self.profile = StepProfile(Path(profile_path) if profile_path and self.profile_steps else None)
         self.start: float | None = None
+        self.seconds: float | None = None
         self.images = 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
@@ -153,12 +154,16 @@ class StepTimer(Callback):
             self.profile.begin()
         self.profile.step()
 
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
+        """The clock stops at the end of the last step, before the epoch-end work (epoch metrics, logging)."""
+        if trainer.global_step >= trainer.max_steps and self.seconds is None and self.start is not None:
+            _sync()
+            self.seconds = time.perf_counter() - self.start
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        _sync()
-        if self.start is None:
-            raise RuntimeError(f"Training stopped before step {self.warmup_steps}: raise steps.")
-        seconds = time.perf_counter() - self.start
-        result = {"images_per_s": self.images / seconds, "images": self.images, "seconds": seconds}
+        if self.seconds is None:
+            raise RuntimeError(f"Training stopped before its last step ({trainer.max_steps}): raise steps.")
+        result = {"images_per_s": self.images / self.seconds, "images": self.images, "seconds": self.seconds}
         self.result_path.write_text(json.dumps({**result, "peak_gib": _peak_memory_gib()}))
 
 
@@ -198,6 +203,7 @@ def train_config(
         "++callbacks.finetune=null",  # the whole network trains, as in (a)
         "callbacks.model_checkpoint=null",  # no validation, so nothing to monitor
         "callbacks.latest_checkpoint=null",  # no checkpoint writing inside the timed steps
+        "++trainer.enable_checkpointing=false",  # nor Lightning's own default ModelCheckpoint
         "callbacks.early_stopping=null",
         "callbacks.model_summary=null",
         "test=false",
@@ -229,6 +235,8 @@ def bare_step(
 ) -> dict[str, Any]:
     """(a): forward, loss, backward and AdamW step on random uint8 batches resident on the device."""
     _reset_memory()
+    # As the loop's Trainer sets it (trainer.benchmark); Lightning leaves it set for whatever runs next.
+    torch.backends.cudnn.benchmark = bool(train_cfg.trainer.get("benchmark") or False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = instantiate(train_cfg.model, _convert_="all").to(device).train()
     speed = train_cfg.callbacks.get("speed")
@@ -307,7 +315,11 @@ def full_loop(train_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     _reset_memory()
     run_dir.mkdir(parents=True, exist_ok=True)
-    train(train_cfg)
+    threads = torch.get_num_threads()
+    try:
+        train(train_cfg)
+    finally:  # a CPU loader with workers leaves them cores; the next measurement gets them back
+        torch.set_num_threads(threads)
     result = json.loads((run_dir / "timer.json").read_text())
     audit = run_dir / "host_syncs.json"
     if audit.is_file():
@@ -419,16 +431,16 @@ def machine() -> dict[str, Any]:
 
 
 def _settings_key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return r["model"], r.get("precision"), r.get("channels_last"), r.get("compile")
+    keys = ("precision", "channels_last", "compile", "image_size", "batch_size")
+    return r["model"], *(r.get(key) for key in keys)
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     """One line per measurement: model, what, images/s, (c)/(a), syncs/step, peak GiB, note. A loop's (a)
-    is the bare step with the same precision, channels_last and compile, if one was measured."""
-    default_step = {r["model"]: r.get("images_per_s") for r in results if r["part"] == "a_step"}
-    same_settings = {
-        _settings_key(r): r.get("images_per_s") for r in results if r["part"] in ("a_step", "a_step_variant")
-    }
+    is the latest bare step measured before it with the same precision, channels_last, compile, image
+    size and batch size; failing that, the model's default bare step, which the note then says."""
+    default_step: dict[str, float | None] = {}
+    same_settings: dict[tuple[Any, ...], float | None] = {}
     names = {
         "a_step": "(a) bare step",
         "a_step_variant": "(a) bare step, {precision}, channels_last={channels_last}, compile={compile}",
@@ -437,13 +449,19 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         "c_loop": "(c) full ffd.train loop, augment on {augment_on}{variant}",
     }
     rows = []
-    for r in results:
+    for r in results:  # in order: with models=[vit, vit] each loop meets its own run's bare step
         speed = r.get("images_per_s")
-        step = same_settings.get(_settings_key(r)) or default_step.get(r["model"])
+        if r["part"] == "a_step":
+            default_step[r["model"]] = speed
+        if r["part"] in ("a_step", "a_step_variant"):
+            same_settings[_settings_key(r)] = speed
+        step = same_settings.get(_settings_key(r))
+        note = r.get("error") or (f"{r['workers']} workers" if "workers" in r else "")
+        if r["part"] == "c_loop" and not step and (step := default_step.get(r["model"])):
+            note = note or "(a): the default bare step, other settings"
         ratio = f"{speed / step:.2f}" if r["part"] == "c_loop" and speed and step else ""
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else ""
         syncs = f"{r['host_syncs_per_step']:.2g}" if r.get("host_syncs_per_step") is not None else ""
-        note = r.get("error") or (f"{r['workers']} workers" if "workers" in r else "")
         rows.append(
             [
                 r["model"],
