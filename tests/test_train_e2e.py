@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data.distributed import DistributedSampler
 
 from cli import TINY, TINY_DATA, run_dirs, run_ffd
+from ffd.data.index import index_dataset
+from ffd.data.synthetic import generate
 from ffd.report import REPORT_FILES
 
 
@@ -82,7 +85,24 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, content):
     assert str(path) in result.stderr and "ckpt" in result.stderr and "Traceback" not in result.stderr
 
 
+def _break_a_process_share(root: Path) -> int:
+    """Truncate (JPEG header kept) process 0's one training batch and its whole validation share, as
+    Lightning's DistributedSampler deals the tiny set to 2 processes; returns the files broken."""
+    data = generate(root / "data" / "synthetic" / "s32_24-12-12_seed0", 32, 24, 12, 12, progress=False)
+    samples = index_dataset(data).samples
+    train = DistributedSampler(range(24), num_replicas=2, rank=0, shuffle=True, seed=42)  # seed=42: cfg's
+    broken = [samples["train"][i][0] for i in list(train)[:8]]  # data.batch_size=8
+    broken += [samples["val"][i][0] for i in range(0, 12, 2)]
+    for path in broken:
+        Path(path).write_bytes(Path(path).read_bytes()[:40])
+    return len(broken)
+
+
 def test_two_process_ddp_writes_one_run_and_one_report(tmp_path):
+    """Also when every file of one process's training batch and validation share is unreadable: that
+    process must still join the others' collectives (a skipped step crashed DDP, a skipped metric
+    sync hung it)."""
+    broken = _break_a_process_share(tmp_path)
     run_ffd(
         "ffd.train",
         *TINY,
@@ -96,6 +116,7 @@ def test_two_process_ddp_writes_one_run_and_one_report(tmp_path):
     assert len(runs) == 1, f"DDP made {len(runs)} run folders: {runs}"
     summary = check_report(runs[0])
     assert summary["model"]["name"] == "vit"
+    assert summary["counts"]["unreadable_skipped"] == broken
 
 
 def test_last_ckpt_is_the_latest_epoch_even_when_the_best_is_older(tmp_path):

@@ -139,6 +139,11 @@ class FacesDataModule(L.LightningDataModule):
             synthetic_set.generate(self.root, **self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
+        if self._processes() > 1 and stage == "fit":
+            # Every process was seeded alike (seed_everything(seed)): without this, image k of each
+            # process's batch would get the same flip, angle, zoom and contrast. The sampler keeps its
+            # own seed, so the processes still split the data as Lightning intends.
+            torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
         if self.index is None:
             if self.synthetic:  # no-op when prepare_data made it; lets a plain setup() call work too
                 synthetic_set.generate(self.root, **self.synthetic)

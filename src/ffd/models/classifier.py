@@ -55,6 +55,10 @@ def _metrics(prefix: str) -> MetricCollection:
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def make_adamw(params: list[nn.Parameter], settings: Mapping[str, Any] | None) -> torch.optim.AdamW:
     """AdamW from ``model.optimizer`` (lr, weight_decay, betas, fused). Fused by default on CPUs and
     GPUs: one kernel per step instead of several per parameter, and no per-parameter step counter read
@@ -144,9 +148,26 @@ class DeepfakeClassifier(L.LightningModule):
     def _step(self, batch: Mapping[str, Any], stage: str, metrics: MetricCollection) -> dict[str, Any] | None:
         images, labels = batch["image"], batch["label"]
         if images.shape[0] == 0:  # every file of this batch was unreadable; the report lists them
-            return None
+            if not _distributed():
+                return None
+            # Under DDP each process must take part in what the others do: the gradient all-reduce
+            # (Lightning refuses a skipped training step there) and the epoch-end sync of the logged
+            # loss. A zero loss over every trainable parameter, weighing nothing in the epoch's mean.
+            zero = sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
+            self._log_loss(stage, zero, batch_size=0)
+            return {"loss": zero} if stage == "train" else None
         logits = self(images)
         loss = self.criterion(logits, labels)
+        self._log_loss(stage, loss, batch_size=labels.shape[0])
+        if stage == "train" and hasattr(self.net, "regularization_loss"):
+            loss = loss + self.net.regularization_loss()
+        # Probabilities, not logits: torchmetrics takes a batch whose values all lie in [0, 1] for
+        # probabilities already, and would score a batch of small logits unsquashed.
+        # In float32: under bf16-mixed the logits are bf16, whose probabilities would be coarsely rounded.
+        metrics.update(torch.sigmoid(logits.detach().float()), labels.int())
+        return {"loss": loss, "logits": logits.detach(), "labels": labels, "paths": batch.get("path")}
+
+    def _log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
         self.log(
             f"{stage}/loss",
             loss,
@@ -155,18 +176,11 @@ class DeepfakeClassifier(L.LightningModule):
             # The training loss is each process's own (an all-reduce every step would stall the GPUs);
             # validation and test losses are averaged over all processes.
             sync_dist=stage != "train",
-            batch_size=labels.shape[0],
+            batch_size=batch_size,
             # Lightning reads a prog_bar metric logged on step after every step, a GPU sync each time:
             # ffd.callbacks.progress.ProgressBar shows the training loss every log_every_n_steps instead.
             prog_bar=stage == "val",
         )
-        if stage == "train" and hasattr(self.net, "regularization_loss"):
-            loss = loss + self.net.regularization_loss()
-        # Probabilities, not logits: torchmetrics takes a batch whose values all lie in [0, 1] for
-        # probabilities already, and would score a batch of small logits unsquashed.
-        # In float32: under bf16-mixed the logits are bf16, whose probabilities would be coarsely rounded.
-        metrics.update(torch.sigmoid(logits.detach().float()), labels.int())
-        return {"loss": loss, "logits": logits.detach(), "labels": labels, "paths": batch.get("path")}
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
         return self._step(batch, "train", self.train_metrics)
@@ -186,7 +200,10 @@ class DeepfakeClassifier(L.LightningModule):
         ``sync_dist`` then averages equal values and keeps Lightning from warning about unsynchronised
         epoch metrics.
         """
-        if any(metric.update_called for metric in metrics.values()):  # not when every batch was unreadable
+        updated = any(metric.update_called for metric in metrics.values())  # not if every file was unreadable
+        if _distributed():  # compute() gathers from every process: all of them take part, or none
+            updated = self.trainer.strategy.reduce_boolean_decision(updated, all=False)
+        if updated:
             self.log_dict(metrics.compute(), sync_dist=True)
         metrics.reset()
 
