@@ -57,7 +57,7 @@ def test_train_shuffles_and_drops_last_only_when_larger_than_a_batch(faces: Path
     # (6 images), 3 processes none (4 images), so the last batch is kept there.
     for processes, drops in ((2, True), (3, False)):
         shared = module(faces, batch_size=5)
-        shared.trainer = SimpleNamespace(world_size=processes)
+        shared.trainer = SimpleNamespace(world_size=processes, global_rank=0)
         shared.setup("fit")
         assert shared.train_dataloader().drop_last is drops, processes
 
