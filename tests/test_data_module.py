@@ -162,3 +162,18 @@ def test_synthetic_config_generates_and_loads(tmp_path: Path) -> None:
     dm.setup("fit")
     assert dm.index.counts()["train"] == {0: 4, 1: 4}
     assert next(iter(dm.train_dataloader()))["image"].shape[-1] == 16
+
+
+def test_each_process_draws_its_own_augmentations(faces: Path) -> None:
+    """seed_everything seeds every DDP process alike; setup("fit") offsets the seed by the rank."""
+    draws = []
+    for rank in (0, 1):
+        torch.manual_seed(42)
+        dm = module(faces)
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        dm.setup("fit")
+        draws.append(torch.rand(4))
+    assert not torch.equal(draws[0], draws[1])
+    torch.manual_seed(42)
+    module(faces).setup("fit")  # one process: the seed is left as it is
+    assert torch.initial_seed() == 42
