@@ -223,8 +223,7 @@ def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) ->
 
 
 def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:
-    site = {"op": "_local_scalar_dense", "site": "ffd/x.py:3 (f)", "per_step": 0.105263}
-    site["why"] = "reads a value"
+    site = dict(op="_local_scalar_dense", site="ffd/x.py:3 (f)", per_step=0.105263, why="reads a value")
     rows = [
         {"model": "vit", "part": "a_step", "images_per_s": 100.0},
         {

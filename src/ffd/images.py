@@ -32,8 +32,8 @@ warnings.filterwarnings(
 LIST_SUFFIX = ".txt"  # input=paths.txt: one image path per line
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
-# "decode_jpeg, /path/to/decode_jpeg.cpp:171, " or "operator(), /path/to/decode_png.cpp:79, " before
-# torchvision's reason for a failed decode.
+# "decode_jpeg, /path/to/decode_jpeg.cpp:171, " (or "operator(), ...") before torchvision's reason for a
+# failed decode.
 _SOURCE_LOCATION = re.compile(r"^[^,]+, \S+\.cpp:\d+,?")
 # Decoded with Pillow: BMP and TIFF, which torchvision.io does not decode, and PNG, because a damaged
 # PNG (a flipped byte, a bad filter value) kills the whole process in torchvision 0.29's decoder
