@@ -65,6 +65,9 @@ def audited_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         "data.synthetic.train=56",  # 7 steps of 8
         "data.num_workers=1",  # the loading in a worker process, as on a GPU machine
         "test=false",
+        "++trainer.enable_checkpointing=false",  # no checkpoint to write: the audit needs none
+        "callbacks.model_checkpoint=null",
+        "callbacks.latest_checkpoint=null",
         "+callbacks.host_syncs._target_=ffd.host_syncs.HostSyncAudit",
         "+callbacks.host_syncs.start_step=2",
         "+callbacks.host_syncs.steps=3",
