@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from torch.utils.data import DistributedSampler
 
 from ffd.data.datamodule import FacesDataModule, collate_faces
 from ffd.data.synthetic import generate
@@ -60,6 +61,38 @@ def test_train_shuffles_and_drops_last_only_when_larger_than_a_batch(faces: Path
         shared.trainer = SimpleNamespace(world_size=processes, global_rank=0)
         shared.setup("fit")
         assert shared.train_dataloader().drop_last is drops, processes
+
+
+@pytest.mark.parametrize("processes", [4, 5])
+def test_under_ddp_the_evaluation_loaders_mark_the_samplers_repeats(faces: Path, processes: int) -> None:
+    """6 validation images: Lightning's sampler pads them to 8 on 4 processes, 10 on 5. The loaders keep
+    its shares and order and mark the repeats, so that over all processes each image is scored once."""
+    scored, repeats = [], 0
+    for rank in range(processes):
+        dm = module(faces, batch_size=4)
+        dm.trainer = SimpleNamespace(world_size=processes, global_rank=rank)
+        dm.setup("validate")
+        loader = dm.val_dataloader()
+        lightnings = DistributedSampler(range(6), num_replicas=processes, rank=rank, shuffle=False)
+        assert [index for index, _ in loader.sampler] == list(lightnings)
+        for batch in loader:
+            unique = len(batch["path"]) - batch["repeats"]
+            scored += batch["path"][:unique]
+            repeats += batch["repeats"]
+    assert sorted(scored) == sorted(path for path, _ in dm.index.samples["val"])
+    assert repeats == -6 % processes
+
+
+def test_collate_puts_the_samplers_repeats_last_and_counts_them() -> None:
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    samples = [
+        {"image": image, "label": 0, "path": "copy.jpg", "repeat": True},
+        {"path": "bad.jpg", "bad": "truncated"},
+        {"image": image, "label": 1, "path": "own.jpg", "repeat": False},
+    ]
+    batch = collate_faces(samples, image_size=16)
+    assert batch["path"] == ["own.jpg", "copy.jpg"] and batch["label"].tolist() == [1.0, 0.0]
+    assert batch["repeats"] == 1 and batch["bad"] == [("bad.jpg", "truncated")]
 
 
 def test_augmentation_applies_to_the_training_split_only(faces: Path) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from cli import TINY, run_dirs, run_ffd
 from ffd.host_syncs import record_host_syncs
+from ffd.models.classifier import DeepfakeClassifier
 
 
 def _sites(counts) -> dict[str, int]:
@@ -90,3 +91,21 @@ def test_a_training_step_waits_for_nothing(audited_runs: dict[str, dict]) -> Non
     for name, result in audited_runs.items():
         assert result["steps"] == 3, (name, result)
         assert result["per_step"] == 0, (name, result["sites"])
+
+
+def test_an_evaluation_step_waits_for_nothing_and_scores_no_sampler_repeat() -> None:
+    """The batch's last image is a distributed sampler's repeat: run, never scored, and dropping it reads
+    nothing back; the epoch's loss is the mean over the scored images."""
+    torch.manual_seed(0)
+    model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 16, "depth": 1}).eval()
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    batch = {"image": images, "label": labels, "path": ["a", "b", "c", "a"], "bad": [], "repeats": 1}
+    with torch.no_grad(), record_host_syncs("cpu") as counts:
+        outputs = model.validation_step(batch, 0)
+    assert sum(counts.values()) == 0, dict(counts)
+    assert outputs["paths"] == ["a", "b", "c"] and outputs["labels"].tolist() == [0.0, 1.0, 1.0]
+    assert model.val_metrics["auroc"].preds[0].shape == (3,)
+    with torch.no_grad():
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(model(images[:3]), labels[:3])
+    torch.testing.assert_close(model.eval_losses["val"].compute(), expected)

@@ -101,8 +101,3 @@ def test_verdict_examples_show_confident_mistakes_first():
     chosen = pick_verdict_examples(labels, probs, 0.5, 4)
     assert chosen[:2] == [0, 2]
     assert len(chosen) == 4 and len(set(chosen)) == 4
-
-
-def test_duplicates_from_a_padded_sampler_are_dropped():
-    preds = Predictions(["a", "b", "a"], np.array([0, 1, 0]), np.array([0.1, 0.2, 0.1]))
-    assert preds.deduplicated().paths == ["a", "b"]

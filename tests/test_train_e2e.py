@@ -119,6 +119,34 @@ def test_two_process_ddp_writes_one_run_and_one_report(tmp_path):
     assert summary["counts"]["unreadable_skipped"] == broken
 
 
+def test_two_process_ddp_logs_each_test_image_once(tmp_path):
+    """11 test images on 2 processes: the distributed sampler repeats one to make 12. The logged test
+    metrics (TensorBoard, what a sweep optimises) must still be the report's, which scores each file once."""
+    run_ffd(
+        "ffd.train",
+        *TINY,
+        "data.synthetic.test=11",
+        "model=vit",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        root=tmp_path,
+    )
+    (run,) = run_dirs(tmp_path, "train")
+    summary = json.loads((run / "report" / "metrics.json").read_text())
+    assert summary["counts"]["images"] == 11
+    logged = {}
+    for file in (run / "tensorboard").glob("events.out.tfevents.*"):
+        events = EventAccumulator(str(file))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            if tag.startswith("test/"):
+                logged[tag.removeprefix("test/")] = events.Scalars(tag)[-1].value
+    assert set(logged) >= {"loss", "accuracy", "f1", "auroc", "auprc"}, logged
+    for name, value in logged.items():
+        assert value == pytest.approx(summary["metrics"][name], abs=1e-5), (name, logged, summary["metrics"])
+
+
 def test_last_ckpt_is_the_latest_epoch_even_when_the_best_is_older(tmp_path):
     """Lightning 2.6 writes save_last's copy only when the monitored metric improves; at lr 0 it never
     does after epoch 0, yet last.ckpt (what a user resumes from) must hold the final epoch."""

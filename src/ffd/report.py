@@ -53,12 +53,6 @@ class Predictions:
     def probs(self) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits.astype(np.float64)))
 
-    def deduplicated(self) -> Predictions:
-        """Drop repeated paths (a distributed sampler pads the last batch with copies)."""
-        _, first = np.unique(np.asarray(self.paths), return_index=True)
-        keep = np.sort(first)
-        return Predictions([self.paths[i] for i in keep], self.labels[keep], self.logits[keep])
-
 
 def verdict(prob_fake: float, threshold: float = 0.5) -> tuple[str, float]:
     """('fake' or 'real', confidence = the probability of the predicted class). Fake above the threshold,

@@ -38,7 +38,7 @@ class ReportWriter(L.Callback):
 
     Args:
         output_dir: where metrics.json, predictions.csv, bad_files.txt and the PNGs go.
-        threshold: P(fake) at or above which an image is called fake.
+        threshold: P(fake) above which an image is called fake.
         verdict_images: how many test images the verdicts.png grid shows.
     """
 
@@ -98,7 +98,7 @@ class ReportWriter(L.Callback):
         if not trainer.is_global_zero or not rows:
             return
         paths, labels, logits = zip(*rows, strict=True)
-        predictions = Predictions(list(paths), np.asarray(labels), np.asarray(logits)).deduplicated()
+        predictions = Predictions(list(paths), np.asarray(labels), np.asarray(logits))
         describe = getattr(pl_module, "describe", None)
         summary_of_data = getattr(datamodule, "summary", None)
         self.summary, figures = write_report(

@@ -1,9 +1,11 @@
 """FacesDataModule: index the data root, decode with torchvision.io, augment on uint8, batch as dicts.
 
 A batch is ``{"image": uint8 (B, 3, S, S), "label": float32 (B,), "path": list[str], "bad": list[(path,
-reason)]}``. A file that fails to decode (truncated, corrupt) never stops a run: the dataset returns its
-reason instead of an image, the collate function drops it and puts the reason in ``batch["bad"]`` for
-the LightningModule to collect; B may be 0.
+reason)], "repeats": int}``. A file that fails to decode (truncated, corrupt) never stops a run: the dataset
+returns its reason instead of an image, the collate function drops it and puts the reason in
+``batch["bad"]`` for the LightningModule to collect; B may be 0. The last ``repeats`` images of a batch are
+copies that a distributed sampler added to even out the processes' shares: they are scored by none of the
+metrics.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -21,7 +23,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ffd import LABELS
 from ffd.data import synthetic as synthetic_set
@@ -34,7 +36,9 @@ IMBALANCE = 0.6  # warn when one class is more than this fraction of a split
 
 
 class FaceImages(Dataset):
-    """(path, label) pairs -> sample dicts; an unreadable file gives {"path", "bad"} instead of raising."""
+    """(path, label) pairs -> sample dicts; an unreadable file gives {"path", "bad"} instead of raising.
+
+    Keyed by index, or by (index, repeat) from `MarkedPaddingSampler`; a repeat's sample says so."""
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: torch.nn.Module) -> None:
         self.samples = list(samples)
@@ -43,18 +47,38 @@ class FaceImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict[str, Any]:
+        i, repeat = key if isinstance(key, tuple) else (key, False)
         path, label = self.samples[i]
         try:
             image = read_rgb(path)
         except UnreadableImageError as error:
             return {"path": path, "bad": str(error)}
-        return {"image": self.transform(image), "label": label, "path": path}
+        return {"image": self.transform(image), "label": label, "path": path, "repeat": repeat}
+
+
+class MarkedPaddingSampler(DistributedSampler):
+    """Lightning's evaluation sampler under DDP (the same shares, in the same order) that marks its padding.
+
+    DistributedSampler repeats the first images of a split whose size does not divide by the process count,
+    so that every process runs as many batches (DDP's forward is a collective); counted, those copies would
+    skew the logged val/test metrics. This yields ``(index, repeat)``, ``repeat`` True for the copies: the
+    model leaves them out of its loss, metrics and outputs."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+
+    def __iter__(self) -> Iterator[tuple[int, bool]]:
+        size = len(self.dataset)
+        # The k-th index of this process is place rank + k * num_replicas of the padded list.
+        for k, index in enumerate(super().__iter__()):
+            yield index, self.rank + k * self.num_replicas >= size
 
 
 def collate_faces(samples: Sequence[dict[str, Any]], image_size: int) -> dict[str, Any]:
-    """Stack the readable samples; list the unreadable ones as (path, reason) in "bad"."""
-    good = [s for s in samples if "bad" not in s]
+    """Stack the readable samples, sampler repeats last; list the unreadable ones as (path, reason) in
+    "bad"."""
+    good = sorted((s for s in samples if "bad" not in s), key=lambda s: s["repeat"])  # stable
     if good:
         images = torch.stack([s["image"] for s in good])
     else:
@@ -64,6 +88,7 @@ def collate_faces(samples: Sequence[dict[str, Any]], image_size: int) -> dict[st
         "label": torch.tensor([s["label"] for s in good], dtype=torch.float32),
         "path": [s["path"] for s in good],
         "bad": [(s["path"], s["bad"]) for s in samples if "bad" in s],
+        "repeats": sum(s["repeat"] for s in good),
     }
 
 
@@ -213,10 +238,14 @@ class FacesDataModule(L.LightningDataModule):
         else:
             transform = eval_transform(self.image_size)
         dataset = FaceImages(self.index.samples[split], transform)
+        sampler = None
+        if not train and self._processes() > 1:  # Lightning keeps a DistributedSampler as it is
+            sampler = MarkedPaddingSampler(dataset, self._processes(), self.trainer.global_rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
+            sampler=sampler,
             # Each process's share, not the whole split: under DDP a share smaller than a batch would
             # otherwise drop every batch and train nothing.
             drop_last=train and math.ceil(len(dataset) / self._processes()) > self.batch_size,

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from omegaconf import open_dict
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -131,6 +131,14 @@ class DeepfakeClassifier(L.LightningModule):
         self.train_metrics = _metrics("train/")
         self.val_metrics = _metrics("val/")
         self.test_metrics = _metrics("test/")
+        # Validation and test losses, averaged over every image of every process at the epoch end. Not
+        # Lightning's sync_dist mean of a logged value: that divides by the processes' image counts
+        # averaged in an integer (11 images on 2 processes: the loss sum over 5, not 5.5).
+        # nan_strategy="disable": the NaN check reads a value back on the host, a GPU sync every step; a NaN
+        # loss is logged as NaN, as Lightning would.
+        self.eval_losses = nn.ModuleDict(
+            {stage: MeanMetric(nan_strategy="disable") for stage in ("val", "test")}
+        )
         self.checkpoint_path: str | None = None  # the file it was loaded from, if any (for reports)
 
     @property
@@ -146,16 +154,19 @@ class DeepfakeClassifier(L.LightningModule):
         return self.net(images)
 
     def _step(self, batch: Mapping[str, Any], stage: str, metrics: MetricCollection) -> dict[str, Any] | None:
-        images, labels = batch["image"], batch["label"]
-        if images.shape[0] == 0:  # every file of this batch was unreadable; the report lists them
-            if not _distributed():
+        # A distributed sampler's trailing repeats (ffd.data.datamodule.MarkedPaddingSampler) are dropped:
+        # the split's every image counts once. Slicing by a Python int waits for nothing.
+        scored = batch["image"].shape[0] - batch.get("repeats", 0)
+        images, labels = batch["image"][:scored], batch["label"][:scored]
+        if scored == 0:  # every file of this batch was unreadable (the report lists them), or a repeat
+            if stage != "train" or not _distributed():
                 return None
-            # Under DDP each process must take part in what the others do: the gradient all-reduce
-            # (Lightning refuses a skipped training step there) and the epoch-end sync of the logged
-            # loss. A zero loss over every trainable parameter, weighing nothing in the epoch's mean.
+            # Under DDP each process must take part in the gradient all-reduce (Lightning refuses a
+            # skipped training step there): a zero loss over every trainable parameter, weighing nothing
+            # in the epoch's mean.
             zero = sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
             self._log_loss(stage, zero, batch_size=0)
-            return {"loss": zero} if stage == "train" else None
+            return {"loss": zero}
         logits = self(images)
         loss = self.criterion(logits, labels)
         self._log_loss(stage, loss, batch_size=labels.shape[0])
@@ -165,22 +176,18 @@ class DeepfakeClassifier(L.LightningModule):
         # probabilities already, and would score a batch of small logits unsquashed.
         # In float32: under bf16-mixed the logits are bf16, whose probabilities would be coarsely rounded.
         metrics.update(torch.sigmoid(logits.detach().float()), labels.int())
-        return {"loss": loss, "logits": logits.detach(), "labels": labels, "paths": batch.get("path")}
+        paths = batch.get("path")
+        return {"loss": loss, "logits": logits.detach(), "labels": labels, "paths": paths and paths[:scored]}
 
     def _log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            # The training loss is each process's own (an all-reduce every step would stall the GPUs);
-            # validation and test losses are averaged over all processes.
-            sync_dist=stage != "train",
-            batch_size=batch_size,
-            # Lightning reads a prog_bar metric logged on step after every step, a GPU sync each time:
-            # ffd.callbacks.progress.ProgressBar shows the training loss every log_every_n_steps instead.
-            prog_bar=stage == "val",
-        )
+        if stage != "train":
+            # One value per image (a view): "disable" ignores the weight argument.
+            self.eval_losses[stage].update(loss.detach().expand(batch_size))
+            return
+        # The training loss is each process's own: an all-reduce every step would stall the GPUs. Not on
+        # the progress bar: Lightning reads a prog_bar metric logged on step after every step, a GPU sync
+        # each time; ffd.callbacks.progress.ProgressBar shows it every log_every_n_steps instead.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=batch_size)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
         return self._step(batch, "train", self.train_metrics)
@@ -191,8 +198,8 @@ class DeepfakeClassifier(L.LightningModule):
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
         return self._step(batch, "test", self.test_metrics)
 
-    def _log_epoch_metrics(self, metrics: MetricCollection) -> None:
-        """Log the epoch's metrics, then reset them.
+    def _log_epoch_metrics(self, metrics: MetricCollection, loss: MeanMetric | None = None) -> None:
+        """Log the epoch's metrics (and loss, for validation and test), then reset them.
 
         Computed here once per epoch, not passed to ``self.log_dict`` at every step: each such call goes
         through Lightning's result collection and moves the Metric to the device: 0.5-1 ms of host time per
@@ -205,16 +212,26 @@ class DeepfakeClassifier(L.LightningModule):
             updated = self.trainer.strategy.reduce_boolean_decision(updated, all=False)
         if updated:
             self.log_dict(metrics.compute(), sync_dist=True)
+            if loss is not None:
+                # On the progress bar for validation (a value read once per epoch).
+                self.log(
+                    f"{metrics.prefix}loss",
+                    loss.compute(),
+                    sync_dist=True,
+                    prog_bar=loss is self.eval_losses["val"],
+                )
         metrics.reset()
+        if loss is not None:
+            loss.reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics(self.train_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.val_metrics)
+        self._log_epoch_metrics(self.val_metrics, self.eval_losses["val"])
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.test_metrics)
+        self._log_epoch_metrics(self.test_metrics, self.eval_losses["test"])
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         return torch.sigmoid(self(batch["image"]).float())
