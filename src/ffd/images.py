@@ -124,7 +124,9 @@ def read_rgb(path: str | Path) -> torch.Tensor:
 def walk_files(folder: str | Path) -> Iterator[Path]:
     """Every file under ``folder``, in a stable order (a folder's files, then its sub-folders, each
     sorted), hidden files and folders left out. Symlinked folders are followed, each real folder once,
-    so a link loop ends and a folder linked twice is not listed twice."""
+    so a link loop ends and a folder linked twice is not listed twice. Run folders (sub-folders holding a
+    Hydra .hydra/, as each ffd run's does) are left out: a second run over `.` must not take the first
+    run's annotated copies for input."""
     seen: set[str] = set()
     for current, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(current)
@@ -132,7 +134,11 @@ def walk_files(folder: str | Path) -> Iterator[Path]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(name for name in dirs if not name.startswith("."))
+        dirs[:] = sorted(
+            name
+            for name in dirs
+            if not name.startswith(".") and not os.path.isdir(os.path.join(current, name, ".hydra"))
+        )
         yield from (Path(current) / name for name in sorted(files) if not name.startswith("."))
 
 

@@ -23,9 +23,18 @@ def gpu_precision() -> str:
     return "bf16-mixed" if native else "16-mixed"
 
 
-# Config interpolations: ${ffd.gpu_precision:} (conf/trainer/gpu.yaml).
-if not OmegaConf.has_resolver("ffd.gpu_precision"):
-    OmegaConf.register_new_resolver("ffd.gpu_precision", gpu_precision)
+def model_cache() -> str:
+    """The model file cache, as ``python -m ffd.assets`` finds it ($FFD_CACHE, else ~/.cache/ffd; also
+    without $HOME)."""
+    from ffd.assets import default_cache_dir  # ffd.assets imports this module
+
+    return str(default_cache_dir())
+
+
+# Config interpolations: ${ffd.gpu_precision:} (conf/trainer/gpu.yaml), ${ffd.model_cache:} (conf/paths).
+for name, resolver in (("ffd.gpu_precision", gpu_precision), ("ffd.model_cache", model_cache)):
+    if not OmegaConf.has_resolver(name):
+        OmegaConf.register_new_resolver(name, resolver)
 
 
 class UserError(Exception):

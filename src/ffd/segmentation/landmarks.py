@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from mediapipe.tasks.python import BaseOptions, vision
 
+from ffd.assets import AssetError
+
 NUM_LANDMARKS = 478
 
 _SETS = vision.FaceLandmarksConnections
@@ -77,7 +79,14 @@ class FaceLandmarker:
             min_face_presence_confidence=min_confidence,
             output_face_blendshapes=blendshapes,
         )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        try:
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        except RuntimeError as error:  # MediaPipe's "Unable to open zip archive." and the like
+            raise AssetError(
+                f"{model_path}: MediaPipe cannot load it as a Face Landmarker model ({error}). Use the "
+                "official face_landmarker.task: drop models.face_landmarker.path and .sha256 to take the "
+                "cached one, or run `python -m ffd.assets fetch`."
+            ) from None
 
     def __enter__(self) -> FaceLandmarker:
         return self

@@ -48,19 +48,63 @@ Backend = Callable[[torch.Tensor, int, int], tuple[torch.Tensor, dict[str, Any]]
 
 
 class SegmentError(UserError):
-    """Bad input for a segmentation run (no images found, unknown backend)."""
+    """Bad input for a segmentation run (no images found, an option out of range, an output in the way)."""
+
+
+SUMMARY = Path("summary")  # summary.json: the run's, so an image named summary.* keeps its full name
+
+
+def check_options(cfg: Any) -> None:
+    """Refuse an option out of range before any model or file is touched, naming the option."""
+    problems = []
+    if cfg.backend not in BACKENDS:
+        problems.append(f"backend={cfg.backend} is not one of {', '.join(BACKENDS)}")
+    if not (isinstance(cfg.max_side, int) and cfg.max_side >= 32):
+        problems.append(f"max_side={cfg.max_side} must be a whole number of pixels, at least 32")
+    if not 0.0 <= cfg.overlay_alpha <= 1.0:
+        problems.append(f"overlay_alpha={cfg.overlay_alpha} must lie between 0 and 1")
+    if not (isinstance(cfg.landmarks.num_faces, int) and cfg.landmarks.num_faces >= 1):
+        problems.append(f"landmarks.num_faces={cfg.landmarks.num_faces} must be at least 1")
+    if not 0.0 <= cfg.landmarks.min_confidence <= 1.0:
+        problems.append(f"landmarks.min_confidence={cfg.landmarks.min_confidence} must lie between 0 and 1")
+    if cfg.backend == "parsing":
+        if not (isinstance(cfg.parsing.size, int) and cfg.parsing.size >= 32 and cfg.parsing.size % 32 == 0):
+            problems.append(f"parsing.size={cfg.parsing.size} must be a multiple of 32 (BiSeNet's stride)")
+        problems += _device_problems(str(cfg.device))
+    if problems:
+        raise SegmentError(
+            "; ".join(problems) + ". Fix the option on the command line or in conf/segment.yaml."
+        )
+
+
+def _device_problems(device: str) -> list[str]:
+    if device in ("auto", "cpu"):
+        return []
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        return [f"device={device} is not a device; use auto, cpu, cuda or cuda:N"]
+    if kind != "cuda":
+        return [f"device={device}: the parser runs on auto, cpu, cuda or cuda:N"]
+    if not torch.cuda.is_available():
+        return [f"device={device}, but PyTorch sees no CUDA GPU here; use device=auto or device=cpu"]
+    return []
 
 
 def output_names(files: list[Path]) -> dict[Path, Path]:
     """Output name (to which .png and .json are appended) per input, mirroring sub-folders: x.jpg gives
-    x, or x.jpg where x.png is there too (x.jpg.png, x.png.png)."""
+    x, or x.jpg where x.png is there too (x.jpg.png, x.png.png), or summary.jpg (summary.json is the run's).
+
+    Paths are taken as given (absolute, not resolved): a symlinked image keeps the name of its link."""
     if not files:
         return {}
-    root = Path(os.path.commonpath([f.parent.resolve() for f in files]))
-    full = {f: f.resolve().relative_to(root) for f in files}
+    absolute = {f: Path(os.path.abspath(f)) for f in files}
+    root = Path(os.path.commonpath([path.parent for path in absolute.values()]))
+    full = {f: path.relative_to(root) for f, path in absolute.items()}
     names = {f: name.with_suffix("") for f, name in full.items()}
     while True:  # a full name can meet another file's short name (x.jpg, and x.jpg.png's x.jpg)
         taken = Counter(names.values())  # counted once per pass: a folder may hold tens of thousands
+        taken[SUMMARY] += 2
         clashes = [f for f, name in names.items() if taken[name] > 1 and name != full[f]]
         if not clashes:
             return names
@@ -76,8 +120,8 @@ def fit(image: torch.Tensor, max_side: int) -> torch.Tensor:
     height, width = image.shape[-2:]
     if max(height, width) <= max_side:
         return image
-    scale = max_side / max(height, width)
-    return TF.resize(image, [round(height * scale), round(width * scale)], antialias=True)
+    scale = max_side / max(height, width)  # a 9000 x 1 strip keeps a row: never a side of 0
+    return TF.resize(image, [max(1, round(height * scale)), max(1, round(width * scale))], antialias=True)
 
 
 def _shares(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
@@ -180,8 +224,7 @@ def _parser(cfg: Any) -> FaceParser:
 @contextmanager
 def open_backend(cfg: Any) -> Iterator[Backend]:
     """Build the configured backend (model files checked first); closes MediaPipe's graph afterwards."""
-    if cfg.backend not in BACKENDS:
-        raise SegmentError(f"backend={cfg.backend} is not one of {', '.join(BACKENDS)}; pick one of them.")
+    check_options(cfg)
     if cfg.backend == "parsing":
         yield parsing_backend(_parser(cfg), cfg.overlay_alpha)
         return
@@ -192,6 +235,9 @@ def open_backend(cfg: Any) -> Iterator[Backend]:
             yield landmarks_backend(landmarker, options.mesh)
         else:
             yield regions_backend(landmarker, cfg.overlay_alpha)
+
+
+SKIPPED = ("unreadable", "failed")  # statuses of files with no output
 
 
 @dataclass
@@ -205,17 +251,18 @@ class Summary:
 
     @property
     def processed(self) -> int:
-        return len(self.records) - self.count("unreadable")
+        return len(self.records) - sum(self.count(status) for status in SKIPPED)
 
     def totals(self) -> dict[str, Any]:
-        faces = [r["faces"] for r in self.records if r["status"] != "unreadable"]
-        times = [r["ms"] for r in self.records if r["status"] != "unreadable"]
+        faces = [r["faces"] for r in self.records if r["status"] not in SKIPPED]
+        times = [r["ms"] for r in self.records if r["status"] not in SKIPPED]
         counted = [f for f in faces if f is not None]
         return {
             "images": self.processed,
             "faces found": sum(counted) if counted or not faces else None,
             "no-face images": self.count("no_face"),
             "unreadable files": self.count("unreadable"),
+            "failed files": self.count("failed"),
             "ms per image (median)": round(statistics.median(times), 1) if times else None,
         }
 
@@ -229,12 +276,12 @@ class Summary:
         for name, value in self.totals().items():
             table.add_row(name, "n/a" if value is None else str(value))
         console.print(table)
-        unreadable = [r for r in self.records if r["status"] == "unreadable"]
-        if unreadable:
-            listing = Table(title="Unreadable files (skipped)")
+        skipped = [r for r in self.records if r["status"] in SKIPPED]
+        if skipped:
+            listing = Table(title="Files skipped (no output)")
             listing.add_column("file", overflow="fold")
             listing.add_column("reason", overflow="fold")
-            for record in unreadable:
+            for record in skipped:
                 listing.add_row(record["file"], record["reason"])
             console.print(listing)
 
@@ -248,7 +295,12 @@ def segment_one(backend: Backend, file: Path, out: Path, max_side: int) -> dict[
         return {"file": str(file), "status": "unreadable", "reason": str(error), "faces": None, "ms": None}
     height, width = image.shape[-2:]
     working = fit(image, max_side)
-    annotated, record = backend(working, width, height)
+    try:
+        annotated, record = backend(working, width, height)
+    except Exception as error:  # one image the model cannot take must not stop a folder of thousands
+        log.warning("%s: %s: %s", file, type(error).__name__, error)
+        reason = f"the {type(error).__name__} of the model: {error}"
+        return {"file": str(file), "status": "failed", "reason": reason, "faces": None, "ms": None}
     if record["faces"] == 0:
         annotated = draw.add_note(working, "no face found")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -263,25 +315,53 @@ def segment_one(backend: Backend, file: Path, out: Path, max_side: int) -> dict[
     }
 
 
+def _check_targets(output: Path, names: dict[Path, Path], overwrite: bool) -> None:
+    """Never write over an input image; write over other existing files only when asked to."""
+    inputs = {file.resolve() for file in names}
+    existing = []
+    for name in [*names.values(), SUMMARY]:
+        for suffix in (".png", ".json"):
+            target = _with_suffix(output / name, suffix)
+            if target.resolve() in inputs:
+                raise SegmentError(
+                    f"output={output} would overwrite the input image {target} with its annotated copy. "
+                    "Choose an output folder apart from the images (the default is the run's folder)."
+                )
+            if target.exists():
+                existing.append(target)
+    if existing and not overwrite:
+        shown = ", ".join(str(path) for path in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise SegmentError(
+            f"output={output} already holds {len(existing)} of this run's output files ({shown}). Pass "
+            "overwrite=true to replace them, or choose another output folder (the default is a new "
+            "folder per run)."
+        )
+
+
 def run(cfg: Any, console: Console | None = None) -> Summary:
-    """The whole command: find the images, run the backend on each, write the outputs and summary.json."""
+    """The whole command: find the images, run the backend on each, write the outputs and summary.json.
+
+    summary.json is written also when the run stops early (an interrupt, a full disk): it lists what was
+    done."""
     console = console or Console()
+    check_options(cfg)
     files = find_images(cfg.input)
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
-    summary = Summary(backend=cfg.backend, output=str(output))
     names = output_names(files)
-    inputs = {file.resolve() for file in files}
-    for name in names.values():
-        target = _with_suffix(output / name, ".png").resolve()
-        if target in inputs:
-            raise SegmentError(
-                f"output={output} would overwrite the input image {target} with its annotated copy. "
-                "Choose an output folder apart from the images (the default is the run's folder)."
-            )
+    _check_targets(output, names, cfg.overwrite)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SegmentError(
+            f"output={output} cannot be created ({error.strerror or error}). Choose a folder you can write "
+            "to."
+        ) from None
+    summary = Summary(backend=cfg.backend, output=str(output))
     with open_backend(cfg) as backend:
-        for file in track(files, description=f"segment ({cfg.backend})", console=console, transient=True):
-            summary.records.append(segment_one(backend, file, output / names[file], cfg.max_side))
-    summary.write(output / "summary.json")
+        try:
+            for file in track(files, description=f"segment ({cfg.backend})", console=console, transient=True):
+                summary.records.append(segment_one(backend, file, output / names[file], cfg.max_side))
+        finally:
+            summary.write(output / "summary.json")
     summary.print(console)
     return summary
