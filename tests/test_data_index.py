@@ -121,6 +121,24 @@ def test_csv_label_str_decides_the_label(tmp_path: Path) -> None:
     assert index_dataset(tmp_path, use_csv=False).source == "folders"
 
 
+def test_a_csv_cut_short_lists_its_last_row_and_keeps_the_rest(tmp_path: Path) -> None:
+    """A download cut mid-row leaves a row without label_str (or path): listed as skipped, not a crash."""
+    base = tmp_path / KAGGLE_NEST
+    write_tree(base, n=3)
+    write_kaggle_csvs(tmp_path, base)
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_bytes(test_csv.read_bytes().rstrip(b"\r\n").rsplit(b",", 1)[0] + b"\n")  # no path
+    with test_csv.open("a") as handle:
+        handle.write("7,x,7,1\n")  # no label_str, no path
+    index = index_dataset(tmp_path)
+    assert index.source == "csv"
+    assert sum(index.counts()["test"].values()) == 5
+    assert sorted(index.skipped) == [
+        (f"{test_csv}:7", "incomplete row (no path or no label_str)"),
+        (f"{test_csv}:8", "incomplete row (no path or no label_str)"),
+    ]
+
+
 def test_auto_scans_folders_when_csv_paths_do_not_resolve(tmp_path: Path) -> None:
     base = tmp_path / KAGGLE_NEST
     write_tree(base)

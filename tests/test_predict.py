@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from cli import run_dirs, run_ffd
 from ffd.assets import sha256_of
 from ffd.data.transforms import eval_transform
 from ffd.images import find_images, read_rgb
-from ffd.inference import OUTPUT_FILES, Prediction, PredictRun, predict
+from ffd.inference import OUTPUT_FILES, PredictError, Prediction, PredictRun, predict
 from ffd.models.classifier import load_classifier
 from ffd.report import verdict
 from ffd.runtime import exit_on_user_error
@@ -245,3 +246,75 @@ def test_an_onnx_model_without_onnxruntime_says_what_to_install(photos, tmp_path
         exit_on_user_error(predict)(photos, model, tmp_path / "run")
     error = capsys.readouterr().err
     assert "ffd[export]" in error and str(model) in error and "Traceback" not in error
+
+
+def test_odd_file_names_are_written_and_shown_as_they_are(tiny_checkpoints, tmp_path):
+    """A Latin-1 name (not UTF-8: surrogates in Python) once lost every prediction when the CSV was
+    written; a [/x] in a name crashed the table (read as markup)."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    latin = [os.fsdecode(os.fsencode(folder) + b"/caf\xe9" + suffix) for suffix in (b".png", b".jpg")]
+    write_png(random_image(32, 32, 0), str(folder / "plain.png"))
+    write_jpeg(random_image(32, 32, 2), str(folder / "plain.jpg"))
+    for name, suffix in zip(latin, (".png", ".jpg"), strict=True):
+        os.rename(folder / f"plain{suffix}", name)
+    (folder / "a [").mkdir()  # a path with "[/x]" in it, which rich reads as a closing tag
+    write_png(random_image(32, 32, 1), str(folder / "a [" / "x] b [red]c.png"))
+    (folder / "a [" / "y] bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    console, out = quiet(), tmp_path / "run"
+    predict(folder, tiny_checkpoints["vit"], out, num_workers=0, console=console)
+    shown = console.file.getvalue()
+    assert "a [/x] b [red]c.png" in shown and "a [/y] bad.jpg" in shown
+    with (out / "predictions.csv").open(newline="", errors="surrogateescape") as handle:
+        listed = {row["path"] for row in csv.DictReader(handle)}
+    assert set(latin) < listed and all(Path(path).is_file() for path in listed)  # each opens its file
+    assert "a [/y] bad.jpg" in (out / "bad_files.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    "option", [{"threshold": "abc"}, {"threshold": None}, {"batch_size": 0}, {"device": "gpu"}]
+)
+def test_an_option_out_of_range_is_named_before_the_model_loads(photos, tmp_path, capsys, option):
+    with pytest.raises(SystemExit):
+        exit_on_user_error(predict)(photos, tmp_path / "none.ckpt", tmp_path / "run", **option)
+    error = capsys.readouterr().err
+    (name,) = option
+    assert f"{name}=" in error and "conf/predict.yaml" in error and "Traceback" not in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_earlier_runs_files_are_replaced_only_when_asked(tiny_checkpoints, photos, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "predictions.csv").write_text("an earlier run's rows\n")
+    with pytest.raises(PredictError, match="overwrite=true"):
+        predict(photos, tiny_checkpoints["vit"], out, num_workers=0, console=quiet())
+    assert (out / "predictions.csv").read_text() == "an earlier run's rows\n"
+    predict(photos, tiny_checkpoints["vit"], out, num_workers=0, overwrite=True, console=quiet())
+    assert len((out / "predictions.csv").read_text().splitlines()) == 1 + len(READABLE)
+
+
+def test_a_run_stopped_early_keeps_what_it_predicted(tiny_checkpoints, photos, tmp_path, monkeypatch):
+    import ffd.inference as inference
+
+    real_open = inference.open_detector
+
+    def stops_at_the_second_batch(model, device="auto"):
+        detector = real_open(model, device)
+        calls = []
+
+        def run(images):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return detector.run(images)
+
+        return inference.Detector(run, detector.image_size, detector.about)
+
+    monkeypatch.setattr(inference, "open_detector", stops_at_the_second_batch)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        predict(photos, tiny_checkpoints["vit"], out, batch_size=2, num_workers=0, console=quiet())
+    summary = json.loads((out / "predictions.json").read_text())
+    assert summary["complete"] is False and summary["counts"]["images"] == 2
+    assert len((out / "predictions.csv").read_text().splitlines()) == 3

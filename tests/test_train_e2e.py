@@ -67,6 +67,19 @@ def test_multirun_trains_both_models_then_eval_reads_a_checkpoint(tiny_runs, tmp
     assert summary["checkpoint"] == str(checkpoint)
 
 
+def test_eval_with_no_readable_test_image_says_so_and_lists_them(tiny_checkpoints, tmp_path):
+    data = generate(tmp_path / "data" / "synthetic" / "s32_24-12-12_seed0", 32, 24, 12, 12, progress=False)
+    for path, _ in index_dataset(data).samples["test"]:
+        Path(path).write_bytes(Path(path).read_bytes()[:40])  # the JPEG header kept: found, not decodable
+    result = run_ffd(
+        "ffd.eval", f"ckpt_path={tiny_checkpoints['vit']}", *TINY_DATA, root=tmp_path, expect_ok=False
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "No test image could be read" in result.stderr, result.stderr[-2000:]
+    (run,) = run_dirs(tmp_path, "eval")
+    assert (run / "report" / "bad_files.txt").read_text().startswith("# 12 unreadable file(s)")
+
+
 def test_missing_data_root_is_one_clear_error(tmp_path):
     result = run_ffd("ffd.train", "data=kaggle", "model=vit", root=tmp_path, expect_ok=False)
     assert result.returncode == 1

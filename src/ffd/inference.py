@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
+from rich.text import Text
 from torch.utils.data import DataLoader
 
 from ffd import LABELS
@@ -30,8 +31,8 @@ from ffd.data.transforms import eval_transform
 from ffd.deploy.session import OnnxDetector
 from ffd.images import find_images
 from ffd.models.classifier import load_classifier
-from ffd.report import verdict, write_bad_files
-from ffd.runtime import UserError
+from ffd.report import FILE_NAMES, verdict, write_bad_files
+from ffd.runtime import UserError, device_problem, make_output_dir
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
 OUTPUT_FILES = ("predictions.csv", "predictions.json", "bad_files.txt")
@@ -103,6 +104,7 @@ class PredictRun:
     threshold: float
     rows: list[Prediction] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    complete: bool = False  # False in the files of a run that stopped early (an interrupt, an error)
 
     def counts(self) -> dict[str, int]:
         verdicts = [row.verdict for row in self.rows]
@@ -114,7 +116,7 @@ class PredictRun:
 
     def write(self, output: Path) -> None:
         output.mkdir(parents=True, exist_ok=True)
-        with (output / "predictions.csv").open("w", newline="") as handle:
+        with (output / "predictions.csv").open("w", newline="", errors=FILE_NAMES) as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "verdict", "confidence", "p_fake"])
             for row in self.rows:
@@ -124,6 +126,7 @@ class PredictRun:
             "input": self.input,
             "model": self.model,
             "threshold": self.threshold,
+            "complete": self.complete,
             "labels": {str(key): name for key, name in LABELS.items()} | {"probability": "P(fake)"},
             "counts": self.counts(),
             "predictions": [vars(row) for row in self.rows],
@@ -142,7 +145,8 @@ class PredictRun:
         for row in self.rows[:max_rows]:
             style = "red" if row.verdict == LABELS[1] else "green"
             said = f"[{style}]{row.verdict.capitalize()}[/]"
-            table.add_row(row.path, said, f"{row.confidence:.4f}", f"{row.p_fake:.4f}")
+            # Text: a [x] in a file name is shown, not read as markup
+            table.add_row(Text(row.path), said, f"{row.confidence:.4f}", f"{row.p_fake:.4f}")
         if len(self.rows) > max_rows:
             table.caption = f"first {max_rows} of {len(self.rows)} rows; predictions.csv has them all"
         if self.rows:
@@ -152,7 +156,7 @@ class PredictRun:
             listing.add_column("file", overflow="fold")
             listing.add_column("reason", overflow="fold")
             for path, reason in self.bad[:max_rows]:  # the reason starts with the path: say it once
-                listing.add_row(path, reason.removeprefix(f"{path}: "))
+                listing.add_row(Text(path), Text(reason.removeprefix(f"{path}: ")))
             if len(self.bad) > max_rows:
                 listing.caption = f"first {max_rows} of {len(self.bad)}; bad_files.txt has them all"
             console.print(listing)
@@ -161,6 +165,34 @@ class PredictRun:
             f"{counts['images']} image(s): {counts['real']} real, {counts['fake']} fake "
             f"(threshold {self.threshold:g}); {counts['unreadable']} unreadable file(s) skipped."
             + (f" Written to {output}: {', '.join(OUTPUT_FILES)}." if output else "")
+        )
+
+
+def check_options(threshold: Any, batch_size: Any, num_workers: Any, device: str) -> None:
+    """Refuse an option out of range before any file is read, naming the option."""
+    problems = []
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        problems.append(f"threshold={threshold} is not a probability: pick a value between 0 and 1")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(f"batch_size={batch_size} must be a whole number, at least 1")
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+        problems.append(f"num_workers={num_workers} must be null (from the CPU count) or 0 or more")
+    if problem := device_problem(str(device)):
+        problems.append(problem)
+    if problems:
+        raise PredictError(
+            f"{'; '.join(problems)}. Fix the option on the command line or in conf/predict.yaml."
+        )
+
+
+def _refuse_earlier_outputs(output: Path, overwrite: bool) -> None:
+    """Never replace an earlier run's files unasked."""
+    existing = [output / name for name in OUTPUT_FILES if (output / name).exists()]
+    if existing and not overwrite:
+        raise PredictError(
+            f"output={output} already holds {', '.join(path.name for path in existing)} from an earlier run. "
+            "Pass overwrite=true to replace them, or choose another output folder (the default is a new "
+            "folder per run)."
         )
 
 
@@ -173,14 +205,20 @@ def predict(
     num_workers: int | None = None,
     device: str = "auto",
     max_rows: int = 40,
+    overwrite: bool = False,
     console: Console | None = None,
 ) -> PredictRun:
-    """The whole command: find the images, load the model, predict in batches, write and print."""
-    if not 0.0 <= threshold <= 1.0:
-        raise PredictError(f"threshold={threshold} is not a probability: pick a value between 0 and 1.")
+    """The whole command: find the images, load the model, predict in batches, write and print.
+
+    The output folder is checked before the model runs; what was predicted is written also when the run
+    stops early (predictions.json says "complete": false)."""
+    check_options(threshold, batch_size, num_workers, device)
     console = console or Console()
     files = find_images(inputs)
+    output = Path(output)
+    _refuse_earlier_outputs(output, overwrite)
     detector = open_detector(model, device)
+    make_output_dir(output)  # after the model loaded (nothing is written for an unusable one), before it runs
     dataset = FaceImages([(str(file), -1) for file in files], eval_transform(detector.image_size))
     workers = default_num_workers() if num_workers is None else num_workers
     loader = DataLoader(
@@ -192,15 +230,18 @@ def predict(
     )
     result = PredictRun(model=detector.about, input=str(inputs), threshold=threshold)
     single = len(files) == 1  # no progress bar for one image
-    for batch in track(loader, "predict", total=len(loader), console=console, transient=True, disable=single):
-        result.bad += batch["bad"]
-        if not batch["path"]:
-            continue
-        for path, prob in zip(batch["path"], detector.run(batch["image"]), strict=True):
-            said, confidence = verdict(float(prob), threshold)
-            result.rows.append(Prediction(path, float(prob), said, confidence))
-    output = Path(output)
-    result.write(output)
+    batches = track(loader, "predict", total=len(loader), console=console, transient=True, disable=single)
+    try:
+        for batch in batches:
+            result.bad += batch["bad"]
+            if not batch["path"]:
+                continue
+            for path, prob in zip(batch["path"], detector.run(batch["image"]), strict=True):
+                said, confidence = verdict(float(prob), threshold)
+                result.rows.append(Prediction(path, float(prob), said, confidence))
+        result.complete = True
+    finally:
+        result.write(output)
     result.print(console, max_rows, output)
     if not result.rows:
         raise PredictError(

@@ -46,6 +46,7 @@ def main(cfg: DictConfig) -> None:
         num_workers=cfg.num_workers,
         device=cfg.device,
         max_rows=cfg.max_rows,
+        overwrite=cfg.overwrite,
     )
 
 

@@ -192,8 +192,13 @@ def verdicts_figure(predictions: Predictions, threshold: float, count: int = 16)
     return fig
 
 
+# A file name that is not valid UTF-8 (a Latin-1 name from a Windows zip) reaches Python as surrogates;
+# written back as its own bytes, so that the listed path opens the file.
+FILE_NAMES = "surrogateescape"
+
+
 def write_predictions_csv(path: Path, predictions: Predictions, threshold: float) -> None:
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", errors=FILE_NAMES) as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "p_fake", "verdict", "confidence"])
         for file, label, prob in zip(predictions.paths, predictions.labels, predictions.probs, strict=True):
@@ -202,9 +207,10 @@ def write_predictions_csv(path: Path, predictions: Predictions, threshold: float
 
 
 def write_bad_files(path: Path, bad_files: Sequence[tuple[str, str]]) -> None:
-    lines = [f"# {len(bad_files)} unreadable file(s) skipped: path<TAB>reason"]
-    lines += [f"{file}\t{reason}" for file, reason in sorted(set(bad_files))]
-    path.write_text("\n".join(lines) + "\n")
+    unique = sorted(set(bad_files))  # a list may name a file twice
+    lines = [f"# {len(unique)} unreadable file(s) skipped: path<TAB>reason"]
+    lines += [f"{file}\t{reason}" for file, reason in unique]
+    path.write_text("\n".join(lines) + "\n", errors=FILE_NAMES)
 
 
 def write_report(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.utils import instantiate
@@ -37,6 +38,23 @@ for name, resolver in (("ffd.gpu_precision", gpu_precision), ("ffd.model_cache",
         OmegaConf.register_new_resolver(name, resolver)
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``device=`` (auto, cpu, cuda, cuda:N) cannot be used here, or None."""
+    import torch
+
+    if device in ("auto", "cpu"):
+        return None
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        return f"device={device} is not a device; use auto, cpu, cuda or cuda:N"
+    if kind != "cuda":
+        return f"device={device}: use auto, cpu, cuda or cuda:N"
+    if not torch.cuda.is_available():
+        return f"device={device}, but PyTorch sees no CUDA GPU here; use device=auto or device=cpu"
+    return None
+
+
 class UserError(Exception):
     """Bad input from the user (a path, a file, an option): shown as one paragraph, exit code 1."""
 
@@ -56,6 +74,17 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         CheckpointError,
         WeightsError,
     )
+
+
+def make_output_dir(output: Path) -> None:
+    """Create ``output=`` before any work, so that an unwritable place fails first, in one paragraph."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"output={output} cannot be created ({error.strerror or error}). Choose a folder you can "
+            "write to."
+        ) from None
 
 
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:

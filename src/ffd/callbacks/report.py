@@ -19,7 +19,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from rich.console import Console
 from rich.table import Table
 
-from ffd.report import Predictions, write_report
+from ffd.report import Predictions, write_bad_files, write_report
+from ffd.runtime import UserError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,16 @@ class ReportWriter(L.Callback):
         bad = set(_gather(sorted(self.bad_files), trainer)) | set(
             getattr(datamodule, "bad_files", None) or ()
         )
-        if not trainer.is_global_zero or not rows:
+        if not rows:  # the same on every rank (gathered): all of them stop
+            if trainer.is_global_zero:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                write_bad_files(self.output_dir / "bad_files.txt", sorted(bad))
+            raise UserError(
+                f"No test image could be read: there is no report to write. The {len(bad)} unreadable "
+                f"file(s) are listed in {self.output_dir / 'bad_files.txt'}; replace them, or point "
+                "data.root at the dataset."
+            )
+        if not trainer.is_global_zero:
             return
         paths, labels, logits = zip(*rows, strict=True)
         predictions = Predictions(list(paths), np.asarray(labels), np.asarray(logits))

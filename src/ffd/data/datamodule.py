@@ -23,6 +23,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ffd import LABELS
@@ -219,7 +220,7 @@ class FacesDataModule(L.LightningDataModule):
 
     @rank_zero_only
     def print_table(self) -> None:
-        table = Table(title=f"Dataset {self.index.root} (from {self.index.source})")
+        table = Table(title=Text(f"Dataset {self.index.root} (from {self.index.source})"))
         for column in ("split", "real (0)", "fake (1)", "total", "skipped"):
             table.add_column(column, justify="left" if column == "split" else "right")
         for split, row in self.summary()["splits"].items():

@@ -154,16 +154,21 @@ def _read_csv(csv_path: Path, bases: Sequence[Path], class_dirs: Mapping) -> lis
     names.update({name: label for label, name in LABELS.items()})
     with open(csv_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    base = next((b for b in bases if rows and (b / rows[0]["path"]).exists()), bases[0])
-    return [
-        (
-            os.path.abspath(base / row["path"]),
-            names.get(
-                row["label_str"].strip().lower(), f"unknown label_str '{row['label_str']}' in {csv_path}"
-            ),
+    first = next((row["path"] for row in rows if row.get("path")), None)
+    base = next((b for b in bases if first and (b / first).exists()), bases[0])
+    listed: list[tuple[str, str | int]] = []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        path, label = row.get("path"), row.get("label_str")
+        if not path or label is None:  # a short or cut row: listed, not fatal
+            listed.append((f"{csv_path}:{line}", "incomplete row (no path or no label_str)"))
+            continue
+        listed.append(
+            (
+                os.path.abspath(base / path),
+                names.get(label.strip().lower(), f"unknown label_str '{label}' in {csv_path}"),
+            )
         )
-        for row in rows
-    ]
+    return listed
 
 
 def _has_kaggle_columns(csv_path: Path) -> bool:
@@ -172,8 +177,13 @@ def _has_kaggle_columns(csv_path: Path) -> bool:
 
 
 def _csvs_resolve(listed: dict[str, list[tuple[str, str | int]]], sample: int = 20) -> bool:
-    """Auto mode's test: the first rows of every CSV point at existing files."""
-    return bool(listed) and all(os.path.exists(p) for rows in listed.values() for p, _ in rows[:sample])
+    """Auto mode's test: the first complete rows of every CSV point at existing files."""
+    complete = {
+        split: [path for path, label in rows if isinstance(label, int)] for split, rows in listed.items()
+    }
+    return bool(listed) and all(
+        os.path.exists(path) for paths in complete.values() for path in paths[:sample]
+    )
 
 
 def _why_not_image(path: str) -> str | None:

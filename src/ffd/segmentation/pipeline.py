@@ -24,12 +24,13 @@ import torch
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
+from rich.text import Text
 from torchvision.io import write_png
 from torchvision.transforms.v2 import functional as TF
 
 from ffd import assets
 from ffd.images import UnreadableImageError, find_images, read_rgb
-from ffd.runtime import UserError
+from ffd.runtime import UserError, device_problem, make_output_dir
 from ffd.segmentation import draw
 from ffd.segmentation.landmarks import GROUPS, MESH, FaceLandmarker, face_record
 from ffd.segmentation.parsing import PARSING_CLASSES, FaceParser
@@ -70,25 +71,11 @@ def check_options(cfg: Any) -> None:
     if cfg.backend == "parsing":
         if not (isinstance(cfg.parsing.size, int) and cfg.parsing.size >= 32 and cfg.parsing.size % 32 == 0):
             problems.append(f"parsing.size={cfg.parsing.size} must be a multiple of 32 (BiSeNet's stride)")
-        problems += _device_problems(str(cfg.device))
+        problems += [problem] if (problem := device_problem(str(cfg.device))) else []
     if problems:
         raise SegmentError(
             "; ".join(problems) + ". Fix the option on the command line or in conf/segment.yaml."
         )
-
-
-def _device_problems(device: str) -> list[str]:
-    if device in ("auto", "cpu"):
-        return []
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        return [f"device={device} is not a device; use auto, cpu, cuda or cuda:N"]
-    if kind != "cuda":
-        return [f"device={device}: the parser runs on auto, cpu, cuda or cuda:N"]
-    if not torch.cuda.is_available():
-        return [f"device={device}, but PyTorch sees no CUDA GPU here; use device=auto or device=cpu"]
-    return []
 
 
 def output_names(files: list[Path]) -> dict[Path, Path]:
@@ -270,7 +257,7 @@ class Summary:
         path.write_text(json.dumps({**asdict(self), "totals": self.totals()}, indent=2))
 
     def print(self, console: Console) -> None:
-        table = Table(title=f"ffd.segment: backend={self.backend} -> {self.output}")
+        table = Table(title=Text(f"ffd.segment: backend={self.backend} -> {self.output}"))
         table.add_column("")
         table.add_column("", justify="right")
         for name, value in self.totals().items():
@@ -282,7 +269,7 @@ class Summary:
             listing.add_column("file", overflow="fold")
             listing.add_column("reason", overflow="fold")
             for record in skipped:
-                listing.add_row(record["file"], record["reason"])
+                listing.add_row(Text(record["file"]), Text(record["reason"]))  # [x] in a name is no markup
             console.print(listing)
 
 
@@ -349,13 +336,7 @@ def run(cfg: Any, console: Console | None = None) -> Summary:
     output = Path(cfg.output)
     names = output_names(files)
     _check_targets(output, names, cfg.overwrite)
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SegmentError(
-            f"output={output} cannot be created ({error.strerror or error}). Choose a folder you can write "
-            "to."
-        ) from None
+    make_output_dir(output)
     summary = Summary(backend=cfg.backend, output=str(output))
     with open_backend(cfg) as backend:
         try:
