@@ -123,3 +123,16 @@ def test_densenet_config_takes_either_schedule(name: str) -> None:
     model.hparams["scheduler"] = {"name": name, "patiense": 2}
     with pytest.raises(ValueError, match="unknown keys"):
         model.configure_optimizers()
+
+
+def test_a_checkpoint_that_needs_pickled_code_is_refused_in_one_line(tmp_path) -> None:
+    """PyTorch's own message advises weights_only=False; ffd's error must not pass that advice on."""
+    from ffd.models.classifier import CheckpointError, load_classifier
+
+    path = tmp_path / "model.ckpt"
+    torch.save(nn.Linear(2, 1), path)  # a whole pickled module, not a state dict
+    with pytest.raises(CheckpointError) as error:
+        load_classifier(path)
+    message = str(error.value)
+    assert str(path) in message and "never runs pickled code" in message
+    assert "weights_only=False" not in message and "\n" not in message

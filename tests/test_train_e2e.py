@@ -129,7 +129,9 @@ def test_two_process_ddp_writes_one_run_and_one_report(tmp_path):
     assert len(runs) == 1, f"DDP made {len(runs)} run folders: {runs}"
     summary = check_report(runs[0])
     assert summary["model"]["name"] == "vit"
-    assert summary["counts"]["unreadable_skipped"] == broken
+    # bad_files.txt lists every split's; the count beside the test metrics is the test split's (none here)
+    assert summary["counts"]["unreadable_skipped"] == 0
+    assert (runs[0] / "report" / "bad_files.txt").read_text().startswith(f"# {broken} unreadable")
 
 
 def test_two_process_ddp_logs_each_test_image_once(tmp_path):

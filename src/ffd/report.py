@@ -220,10 +220,14 @@ def write_report(
     model: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
     bad_files: Sequence[tuple[str, str]] = (),
+    unreadable_in_test: int | None = None,
     extra: Mapping[str, Any] | None = None,
     verdict_images: int = 16,
 ) -> tuple[dict[str, Any], dict[str, Figure]]:
-    """Write the whole report into ``output_dir``; return the metrics summary and the figures."""
+    """Write the whole report into ``output_dir``; return the metrics summary and the figures.
+
+    ``bad_files`` go to bad_files.txt; ``unreadable_in_test`` (default: their number) is the count beside
+    the test images in metrics.json."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels, probs = predictions.labels.astype(int), predictions.probs
@@ -242,7 +246,8 @@ def write_report(
             "false_positives": fp,
             "false_negatives": fn,
             "true_positives": tp,
-            "unreadable_skipped": len(set(bad_files)),
+            # of the test files: bad_files.txt may list other splits' too (a training run's report)
+            "unreadable_skipped": len(set(bad_files)) if unreadable_in_test is None else unreadable_in_test,
         },
         "labels": {"0": LABELS[0], "1": LABELS[1], "probability": "P(fake)"},
         "model": dict(model or {}),

@@ -4,6 +4,7 @@ user errors as one clear paragraph instead of a stack trace."""
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,18 @@ def device_problem(device: str) -> str | None:
     if not torch.cuda.is_available():
         return f"device={device}, but PyTorch sees no CUDA GPU here; use device=auto or device=cpu"
     return None
+
+
+def load_failure(error: Exception) -> str:
+    """One line on why a model file did not load, for a user's error message.
+
+    Never PyTorch's own weights_only text, which advises loading with weights_only=False: ffd never runs
+    pickled code from a user's file."""
+    if str(error).startswith("Weights only load failed"):
+        return "it holds pickled objects beyond tensors, and ffd never runs pickled code"
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    first = re.sub(r"\x1b\[[0-9;]*m", "", first)  # colour codes
+    return f"{type(error).__name__}: {first[:200] if first else 'empty or truncated'}"
 
 
 class UserError(Exception):

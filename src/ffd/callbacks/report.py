@@ -47,13 +47,16 @@ class ReportWriter(L.Callback):
         self.output_dir = Path(output_dir)
         self.threshold = threshold
         self.verdict_images = verdict_images
-        self.bad_files: set[tuple[str, str]] = set()
+        self.bad_files: set[tuple[str, str]] = set()  # every split's, for bad_files.txt
+        self._test_bad: set[tuple[str, str]] = set()  # the test split's, for the counts beside its metrics
         self._rows: list[tuple[str, int, float]] = []
         self.summary: dict[str, Any] | None = None
 
-    def _collect_bad(self, batch: Any) -> None:
-        if isinstance(batch, dict):
-            self.bad_files.update((str(path), str(reason)) for path, reason in batch.get("bad", ()))
+    def _collect_bad(self, batch: Any) -> set[tuple[str, str]]:
+        bad = batch.get("bad", ()) if isinstance(batch, dict) else ()
+        found = {(str(path), str(reason)) for path, reason in bad}
+        self.bad_files |= found
+        return found
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -72,6 +75,7 @@ class ReportWriter(L.Callback):
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
+        self._test_bad = set()
 
     def on_test_batch_end(
         self,
@@ -82,7 +86,7 @@ class ReportWriter(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._collect_bad(batch)
+        self._test_bad |= self._collect_bad(batch)
         if not outputs:
             return
         logits = outputs["logits"].float().cpu().tolist()
@@ -96,13 +100,16 @@ class ReportWriter(L.Callback):
         bad = set(_gather(sorted(self.bad_files), trainer)) | set(
             getattr(datamodule, "bad_files", None) or ()
         )
+        index = getattr(datamodule, "index", None)
+        test_bad = set(_gather(sorted(self._test_bad), trainer))
+        test_bad |= set(index.skipped_by_split.get("test", [])) if index is not None else set()
         if not rows:  # the same on every rank (gathered): all of them stop
             if trainer.is_global_zero:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
                 write_bad_files(self.output_dir / "bad_files.txt", sorted(bad))
             raise UserError(
-                f"No test image could be read: there is no report to write. The {len(bad)} unreadable "
-                f"file(s) are listed in {self.output_dir / 'bad_files.txt'}; replace them, or point "
+                f"No test image could be read: there is no report to write. The {len(test_bad)} unreadable "
+                f"test file(s) are listed in {self.output_dir / 'bad_files.txt'}; replace them, or point "
                 "data.root at the dataset."
             )
         if not trainer.is_global_zero:
@@ -118,6 +125,7 @@ class ReportWriter(L.Callback):
             model=describe() if callable(describe) else {"class": type(pl_module).__name__},
             data=summary_of_data() if callable(summary_of_data) else {},
             bad_files=sorted(bad),
+            unreadable_in_test=len(test_bad),
             extra={"checkpoint": trainer.ckpt_path or getattr(pl_module, "checkpoint_path", None)},
             verdict_images=self.verdict_images,
         )
@@ -146,7 +154,7 @@ class ReportWriter(L.Callback):
         table.add_column("value", justify="right")
         for name, value in summary["metrics"].items():
             table.add_row(name, f"{value:.4f}")
-        table.add_row("unreadable files skipped", str(counts["unreadable_skipped"]))
+        table.add_row("unreadable test files skipped", str(counts["unreadable_skipped"]))
         console = Console()
         console.print(table)
         console.print(f"Report written to [bold]{self.output_dir}[/bold]")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import Progress
@@ -41,9 +41,17 @@ class DatasetLayoutError(FileNotFoundError):
 class DatasetIndex:
     root: Path  # the folder that holds the split folders
     samples: dict[str, list[tuple[str, int]]]  # split -> [(absolute path, label)]
-    skipped: list[tuple[str, str]]  # (path, reason) found at index time
+    skipped_by_split: dict[str, list[tuple[str, str]]]  # split -> [(path, reason)] found at index time
     source: str  # "folders" or "csv"
-    skipped_per_split: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """Every file skipped at index time, all splits."""
+        return [item for split in SPLITS for item in self.skipped_by_split.get(split, [])]
+
+    @property
+    def skipped_per_split(self) -> dict[str, int]:
+        return {split: len(self.skipped_by_split.get(split, [])) for split in SPLITS}
 
     def counts(self) -> dict[str, dict[int, int]]:
         """Images per split and label, zeros included."""
@@ -258,8 +266,7 @@ def index_dataset(
         listed, source = _scan_folders(split_paths, class_dirs), "folders"
 
     samples: dict[str, list[tuple[str, int]]] = {split: [] for split in SPLITS}
-    skipped: list[tuple[str, str]] = []
-    skipped_per_split = dict.fromkeys(SPLITS, 0)
+    skipped: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
     total = sum(len(rows) for rows in listed.values())
     with Progress(disable=total < 5000, transient=True) as bar:
         task = bar.add_task(f"Checking {total} files", total=total)
@@ -269,7 +276,6 @@ def index_dataset(
                 if reason is None:
                     samples[split].append((path, label))
                 else:
-                    skipped.append((path, reason))
-                    skipped_per_split[split] += 1
+                    skipped[split].append((path, reason))
             bar.advance(task, len(rows))
-    return DatasetIndex(data_root or root, samples, skipped, source, skipped_per_split)
+    return DatasetIndex(data_root or root, samples, skipped, source)

@@ -29,6 +29,7 @@ from torchmetrics.classification import (
 )
 
 from ffd.models import create_net
+from ffd.runtime import load_failure
 
 # The sanity-check batches of an unshuffled validation set may hold one class only, which makes
 # torchmetrics warn about meaningless curves; a split with a class missing is refused at setup anyway.
@@ -287,7 +288,7 @@ def load_classifier(path: str | Path, expected_net: str | None = None) -> Deepfa
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
-            f"{path} cannot be read as a PyTorch checkpoint ({type(error).__name__}: {error}). ffd loads "
+            f"{path} cannot be read as a PyTorch checkpoint ({load_failure(error)}). ffd loads "
             "checkpoints with weights_only=True and never runs pickled code; pass a .ckpt written by "
             "ffd.train."
         ) from error

@@ -21,6 +21,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from ffd.models.preprocess import Normalize
+from ffd.runtime import load_failure
 
 # torchvision's released densenet files predate the ban on '.' in module names: they hold keys like
 # 'features.denseblock1.denselayer1.norm.1.weight' for today's '...denselayer1.norm1.weight'. This is the
@@ -127,7 +128,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         state = timm.models.load_state_dict(str(path), weights_only=True)
     except Exception as error:  # any failure here means "not a weights file we can read"
         raise WeightsError(
-            f"{path} cannot be read as a weights file ({type(error).__name__}: {error}). Pass a .pth or "
+            f"{path} cannot be read as a weights file ({load_failure(error)}). Pass a .pth or "
             ".safetensors state dict; .pth files are read with weights_only=True, so files that need "
             "pickled code are refused."
         ) from error

@@ -8,7 +8,6 @@ with `weights_only=True`, after ffd.assets has checked the file's sha256. facexl
 from __future__ import annotations
 
 import pickle
-import re
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from ffd.assets import ASSETS, AssetError
+from ffd.runtime import load_failure
 
 PARSING_URL = ASSETS["parsing_bisenet.pth"].url
 
@@ -45,17 +45,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _why(error: Exception) -> str:
-    """A short reason for a weights file that does not load; never PyTorch's advice to drop weights_only."""
-    if str(error).startswith("Weights only load failed"):
-        return "it holds pickled objects beyond tensors, and ffd never runs pickled code"
-    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-    first = re.sub(r"\x1b\[[0-9;]*m", "", first)  # colour codes
-    return (
-        f"{type(error).__name__}: {first[:200]}" if first else f"{type(error).__name__}: empty or truncated"
-    )
-
-
 class FaceParser:
     """Whole image -> size x size -> BiSeNet -> labels, resized back to the image (nearest, as in the
     reference implementation)."""
@@ -71,7 +60,7 @@ class FaceParser:
             net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
         except (RuntimeError, pickle.UnpicklingError, EOFError, TypeError) as error:
             raise AssetError(
-                f"{weights}: not the weights of facexlib's BiSeNet face parser ({_why(error)}). Use "
+                f"{weights}: not the weights of facexlib's BiSeNet face parser ({load_failure(error)}). Use "
                 f"facexlib's parsing_bisenet.pth ({PARSING_URL}) or a state dict saved from "
                 "facexlib.parsing.bisenet.BiSeNet(num_class=19)."
             ) from error
