@@ -137,3 +137,24 @@ def test_a_list_saved_with_a_byte_order_mark_keeps_its_first_path(tmp_path):
     Image.fromarray(RGB).save(tmp_path / "second.png")
     (tmp_path / "list.txt").write_text("first.png\nsecond.png\n", encoding="utf-8-sig")  # Windows Notepad
     assert find_images(tmp_path / "list.txt") == [tmp_path / "first.png", tmp_path / "second.png"]
+
+
+def test_webp_gets_its_exif_orientation_and_its_first_frame(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(RGB).save(tmp_path / "rotated.webp", exif=exif, lossless=True)
+    _check(read_rgb(tmp_path / "rotated.webp"), height=20, width=12)
+    frames = [Image.fromarray(np.full((12, 20, 3), value, np.uint8)) for value in (0, 255)]
+    animation = {"save_all": True, "append_images": frames[1:], "duration": 100, "lossless": True}
+    frames[0].save(tmp_path / "blink.webp", **animation)
+    image = read_rgb(tmp_path / "blink.webp")
+    _check(image)
+    assert image.max() == 0
+
+
+def test_an_image_over_the_decompression_bomb_limit_says_so(tmp_path, monkeypatch):
+    Image.fromarray(RGB).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # 240 pixels is then over twice the limit
+    with pytest.raises(UnreadableImageError, match="downscale it") as error:
+        read_rgb(tmp_path / "big.png")
+    assert "corrupt" not in str(error.value) and "big.png" in str(error.value)

@@ -101,3 +101,17 @@ def test_verdict_examples_show_confident_mistakes_first():
     chosen = pick_verdict_examples(labels, probs, 0.5, 4)
     assert chosen[:2] == [0, 2]
     assert len(chosen) == 4 and len(set(chosen)) == 4
+
+
+def test_the_logged_test_metrics_call_verdicts_at_the_reports_threshold(tmp_path):
+    """eval with callbacks.report.threshold=0.3 printed two tables that disagreed (torchmetrics at 0.5)."""
+    from ffd.callbacks.report import ReportWriter
+    from ffd.models.classifier import DeepfakeClassifier
+
+    model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 16, "depth": 1})
+    ReportWriter(tmp_path, threshold=0.3).on_test_start(None, model)
+    probs, labels = torch.tensor([0.4, 0.2]), torch.tensor([1, 0])  # right at 0.3, one wrong at 0.5
+    model.test_metrics.update(probs, labels)
+    model.val_metrics.update(probs, labels)
+    assert model.test_metrics.compute()["test/accuracy"] == 1.0
+    assert model.val_metrics.compute()["val/accuracy"] == 0.5  # validation keeps 0.5

@@ -1,7 +1,7 @@
 """Read any image file a user may hand us as an RGB uint8 tensor (C, H, W).
 
 One decoder for the whole project (training data, segmentation, prediction) so that every part
-sees the same pixels: torchvision.io for JPEG, GIF and WebP, Pillow for PNG, BMP and TIFF, EXIF
+sees the same pixels: torchvision.io for JPEG and GIF, Pillow for PNG, BMP, TIFF and WebP, EXIF
 orientation applied, grayscale / RGBA / CMYK / 16-bit inputs converted to 8-bit RGB, the first frame
 of an animation.
 """
@@ -35,9 +35,10 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".
 # "decode_jpeg, /path/to/decode_jpeg.cpp:171, " (or "operator(), ...") before torchvision's reason for a
 # failed decode.
 _SOURCE_LOCATION = re.compile(r"^[^,]+, \S+\.cpp:\d+,?")
-# Decoded with Pillow: BMP and TIFF, which torchvision.io does not decode, and PNG, because a damaged
-# PNG (a flipped byte, a bad filter value) kills the whole process in torchvision 0.29's decoder
-# (SIGSEGV on any libpng error) where Pillow raises; a run must skip such a file, not die of it.
+# Decoded with Pillow: BMP and TIFF, which torchvision.io does not decode; PNG, because a damaged PNG (a
+# flipped byte, a bad filter value) kills the whole process in torchvision 0.29's decoder (SIGSEGV on any
+# libpng error) where Pillow raises, and a run must skip such a file, not die of it; WebP, whose EXIF
+# orientation and animations torchvision.io ignores or refuses.
 _FOR_PILLOW = (b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
 # File signatures of the formats we decode; anything else is not an image to us.
 _MAGIC = (b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", *_FOR_PILLOW)
@@ -72,8 +73,8 @@ def _undecodable(source: str | Path, reason: str) -> UnreadableImageError:
 
 
 def _decode_with_pillow(raw: memoryview, source: str | Path) -> torch.Tensor:
-    """PNG, BMP and TIFF (the first page) with Pillow; 16-bit images keep their 8 most significant bits,
-    alpha is dropped, as torchvision does for the other formats."""
+    """PNG, BMP, TIFF and WebP (the first page or frame) with Pillow; 16-bit images keep their 8 most
+    significant bits, alpha is dropped, as torchvision does for the other formats."""
     try:
         with Image.open(io.BytesIO(raw)) as opened:
             picture = ImageOps.exif_transpose(opened)
@@ -82,7 +83,12 @@ def _decode_with_pillow(raw: memoryview, source: str | Path) -> torch.Tensor:
                 array = np.repeat(grey[..., None], 3, axis=2)
             else:  # Pillow reads 16-bit RGB(A) PNGs as 8-bit already, from their high bytes
                 array = np.asarray(picture.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # not damaged: too many pixels to decode safely
+        raise UnreadableImageError(
+            f"{source}: {error} It is skipped; downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if you "
+            "trust the file and have the memory."
+        ) from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise _undecodable(source, str(error) or type(error).__name__) from error
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
@@ -92,7 +98,8 @@ def decode_rgb(data: torch.Tensor, source: str | Path = "<bytes>") -> torch.Tens
     if data.numel() == 0:
         raise UnreadableImageError(f"{source}: the file is empty (0 bytes); delete it or replace it.")
     raw = memoryview(data.numpy())
-    if any(raw[: len(magic)] == magic for magic in _FOR_PILLOW):
+    webp = raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
+    if webp or any(raw[: len(magic)] == magic for magic in _FOR_PILLOW):
         image = _decode_with_pillow(raw, source)
     else:
         try:

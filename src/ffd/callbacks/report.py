@@ -73,6 +73,12 @@ class ReportWriter(L.Callback):
     ) -> None:
         self._collect_bad(batch)
 
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The logged test accuracy, precision, recall and F1 call a verdict at the report's threshold."""
+        for metric in getattr(pl_module, "test_metrics", {}).values():
+            if hasattr(metric, "threshold"):  # the curves (AUROC, AUPRC) have none
+                metric.threshold = self.threshold
+
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
         self._test_bad = set()
