@@ -158,3 +158,11 @@ def test_an_image_over_the_decompression_bomb_limit_says_so(tmp_path, monkeypatc
     with pytest.raises(UnreadableImageError, match="downscale it") as error:
         read_rgb(tmp_path / "big.png")
     assert "corrupt" not in str(error.value) and "big.png" in str(error.value)
+
+
+def test_a_broken_link_in_a_folder_is_found_and_then_reported_unreadable(tmp_path):
+    Image.fromarray(RGB).save(tmp_path / "good.png")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    assert find_images(tmp_path) == [tmp_path / "gone.jpg", tmp_path / "good.png"]
+    with pytest.raises(UnreadableImageError, match=r"gone\.jpg: cannot be read"):
+        read_rgb(tmp_path / "gone.jpg")

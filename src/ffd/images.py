@@ -150,7 +150,8 @@ def walk_files(folder: str | Path) -> Iterator[Path]:
 
 
 def _is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    """An image by its suffix; a broken link too, so that it is listed as unreadable, not lost."""
+    return (path.is_file() or path.is_symlink()) and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def find_images(spec: str | Path) -> list[Path]:
