@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,3 +196,38 @@ def test_a_resumed_fit_keeps_the_best_epoch_found_before_the_interruption(tmp_pa
     assert len(names) == 2 and names[0].startswith("epoch000-") and names[1] == "last.ckpt", names
     last = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 3
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "extra"),
+    [("ffd.segment", "mediapipe", "segment"), ("ffd.export", "onnxruntime", "export")],
+)
+def test_a_missing_optional_dependency_names_the_extra_to_install(tmp_path, command, module, extra):
+    """As after a plain `pip install -e .`: the package is shadowed by one that cannot be imported."""
+    (tmp_path / "shadow" / module).mkdir(parents=True)
+    (tmp_path / "shadow" / module / "__init__.py").write_text(
+        f"raise ModuleNotFoundError({f'No module named {module}'!r}, name={module!r})"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow"), "FFD_ROOT": str(tmp_path)}
+    args = ["input=unused"] if command == "ffd.segment" else ["ckpt_path=unused.ckpt"]
+    result = subprocess.run(
+        [sys.executable, "-m", command, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f'pip install -e ".[{extra}]"' in result.stderr
+
+
+@pytest.mark.parametrize(("command", "key"), [("ffd.predict", "model"), ("ffd.segment", "input")])
+def test_a_missing_required_option_is_one_line(tmp_path, command, key):
+    result = (
+        run_ffd(command, "input=photos", root=tmp_path, expect_ok=False)
+        if key == "model"
+        else run_ffd(command, root=tmp_path, expect_ok=False)
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{key}= is required" in result.stderr

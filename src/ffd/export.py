@@ -10,13 +10,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from ffd.deploy.pipeline import run
 from ffd.runtime import exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    # Imported here, where a missing `export` extra is caught and named.
+    from ffd.deploy.pipeline import run
+
     run(cfg)
 
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 T = TypeVar("T")
 
@@ -62,7 +63,9 @@ def load_failure(error: Exception) -> str:
     Never PyTorch's own weights_only text, which advises loading with weights_only=False: ffd never runs
     pickled code from a user's file."""
     if str(error).startswith("Weights only load failed"):
-        return "it holds pickled objects beyond tensors, and ffd never runs pickled code"
+        if "Unsupported global" in str(error):
+            return "it holds pickled objects beyond tensors, and ffd never runs pickled code"
+        return "not a PyTorch file of tensors"
     first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
     first = re.sub(r"\x1b\[[0-9;]*m", "", first)  # colour codes
     return f"{type(error).__name__}: {first[:200] if first else 'empty or truncated'}"
@@ -100,6 +103,13 @@ def make_output_dir(output: Path) -> None:
         ) from None
 
 
+# Top-level module -> the pyproject extra that installs it.
+OPTIONAL_MODULES = {
+    **dict.fromkeys(("mediapipe", "facexlib", "filterpy", "numba"), "segment"),
+    **dict.fromkeys(("onnx", "onnxruntime", "onnxscript", "onnxconverter_common"), "export"),
+}
+
+
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
     """Turn a user error into its message on stderr and exit code 1 (bugs still raise with a trace)."""
 
@@ -109,6 +119,20 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
             return task(*args, **kwargs)
         except user_error_types() as error:
             print(f"\nffd: error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except MissingMandatoryValue as error:  # a ??? in the config: input=, model=
+            key = error.full_key
+            print(f"\nffd: error: {key}= is required; pass it on the command line.", file=sys.stderr)
+            raise SystemExit(1) from None
+        except ModuleNotFoundError as error:
+            extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
+            if extra is None:
+                raise
+            print(
+                f"\nffd: error: this command needs {error.name}, one of ffd's optional '{extra}' "
+                f'dependencies: pip install -e ".[{extra}]" in a clone, or pip install "ffd[{extra}]".',
+                file=sys.stderr,
+            )
             raise SystemExit(1) from None
 
     return wrapper

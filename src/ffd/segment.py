@@ -10,12 +10,14 @@ import hydra
 from omegaconf import DictConfig
 
 from ffd.runtime import exit_on_user_error
-from ffd.segmentation.pipeline import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="segment")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    # Imported here, where a missing `segment` extra is caught and named.
+    from ffd.segmentation.pipeline import run
+
     summary = run(cfg)
     if summary.processed == 0:
         raise SystemExit(1)
