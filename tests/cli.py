@@ -22,9 +22,17 @@ TINY = [
 TINY_DATA = ["data=synthetic", *(o for o in TINY if o.startswith("data."))]
 
 
-def run_ffd(module: str, *overrides: str, root: Path, expect_ok: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m module`` with FFD_ROOT=root (its outputs/ and data/ go there)."""
-    env = {**os.environ, "FFD_ROOT": str(root), "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+def run_ffd(
+    module: str, *overrides: str, root: Path, expect_ok: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m module`` with FFD_ROOT=root (its outputs/ and data/ go there), and ``env`` on top."""
+    env = {
+        **os.environ,
+        "FFD_ROOT": str(root),
+        "HYDRA_FULL_ERROR": "0",
+        "PYTHONWARNINGS": "ignore",
+        **(env or {}),
+    }
     result = subprocess.run(
         [sys.executable, "-m", module, *overrides],
         cwd=root,

@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -208,16 +205,9 @@ def test_a_missing_optional_dependency_names_the_extra_to_install(tmp_path, comm
     (tmp_path / "shadow" / module / "__init__.py").write_text(
         f"raise ModuleNotFoundError({f'No module named {module}'!r}, name={module!r})"
     )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow"), "FFD_ROOT": str(tmp_path)}
     args = ["input=unused"] if command == "ffd.segment" else ["ckpt_path=unused.ckpt"]
-    result = subprocess.run(
-        [sys.executable, "-m", command, *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    shadow = {"PYTHONPATH": str(tmp_path / "shadow")}
+    result = run_ffd(command, *args, root=tmp_path, expect_ok=False, env=shadow)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f'pip install -e ".[{extra}]"' in result.stderr
 
