@@ -210,8 +210,8 @@ def _parser(cfg: Any) -> FaceParser:
 
 @contextmanager
 def open_backend(cfg: Any) -> Iterator[Backend]:
-    """Build the configured backend (model files checked first); closes MediaPipe's graph afterwards."""
-    check_options(cfg)
+    """Build the configured backend (model files checked first; options by run's check_options); closes
+    MediaPipe's graph afterwards."""
     if cfg.backend == "parsing":
         yield parsing_backend(_parser(cfg), cfg.overlay_alpha)
         return
