@@ -12,6 +12,7 @@ from torchmetrics.functional.classification import binary_auroc
 from ffd.data.index import index_dataset
 from ffd.data.synthetic import FINGERPRINT_GAIN, MARKER, gan_upsample, generate, main
 from ffd.images import read_rgb
+from ffd.runtime import UserError
 
 
 def file_bytes(root: Path) -> dict[str, bytes]:
@@ -68,7 +69,8 @@ def test_complete_set_is_reused_incomplete_one_redone(tmp_path: Path) -> None:
     victim.write_bytes(b"changed")
     generate(tmp_path, **options)  # marker present, parameters equal: nothing rewritten
     assert victim.read_bytes() == b"changed"
-    (tmp_path / MARKER).unlink()  # as if interrupted before the marker was written
+    marker = json.loads((tmp_path / MARKER).read_text())  # as if interrupted: the marker says so
+    (tmp_path / MARKER).write_text(json.dumps({**marker, "complete": False}))
     generate(tmp_path, **options)
     assert file_bytes(tmp_path) == original
     assert json.loads((tmp_path / MARKER).read_text())["counts"] == {"train": 4, "val": 2, "test": 2}
@@ -76,10 +78,34 @@ def test_complete_set_is_reused_incomplete_one_redone(tmp_path: Path) -> None:
     assert len(list((tmp_path / "train").rglob("*.jpg"))) == 2
 
 
+def test_folders_ffd_did_not_write_are_never_replaced(tmp_path: Path) -> None:
+    """A real dataset given as the synthetic root by mistake: refused, every file kept."""
+    photo = tmp_path / "train" / "real" / "mine.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"a user's photo")
+    with pytest.raises(UserError, match=r"already holds train/ folders that ffd did not write"):
+        generate(tmp_path, image_size=16, train=4, val=2, test=2, progress=False)
+    assert photo.read_bytes() == b"a user's photo" and not (tmp_path / MARKER).exists()
+
+
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    main(["--root", str(tmp_path), "--image-size", "16", "--train", "4", "--val", "2", "--test", "2"])
+    args = ["--root", str(tmp_path), "--image-size", "16", "--train", "4", "--val", "2", "--test", "2"]
+    main(args)
     assert len(file_bytes(tmp_path)) == 8
     assert "8 images of 16 px" in capsys.readouterr().out
+    main(args)
+    assert "already holds this set" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--image-size", "63"], "image_size must be an even number"), (["--train", "-3"], "train=-3")],
+)
+def test_cli_refuses_bad_parameters_in_one_line(tmp_path: Path, capsys, args, message) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--root", str(tmp_path), *args])
+    assert exit_.value.code == 1 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_gan_upsampling_leaves_a_period_two_trace() -> None:

@@ -17,7 +17,8 @@ normal viewing size and learnt by a 3-layer CNN in 2 epochs (see tests/test_synt
 Speed (2 CPU cores): 3,000 images at 64 px in 2.6 s; 400 at 256 px in 10.6 s.
 
 The set is written once: a marker file with the generation parameters is written last, so an
-interrupted generation is redone, and a complete one is reused.
+interrupted generation is redone, and a complete one is reused. Folders ffd did not write (no marker) are
+never replaced.
 
 Run alone: ``python -m ffd.data.synthetic --root DIR --image-size 64 --train 2000 --val 400 --test 400``.
 """
@@ -40,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 from torchvision.io import encode_jpeg
+
+from ffd.runtime import UserError, exit_on_user_error
 
 MARKER = "ffd_synthetic.json"
 FORMAT_VERSION = 1
@@ -181,6 +184,32 @@ def is_complete(root: str | Path, image_size: int, counts: dict[str, int], seed:
         return False
 
 
+def check_params(image_size: int, counts: dict[str, int]) -> None:
+    """Refuse sizes the renderer cannot make (it draws at half resolution) and negative counts."""
+    if image_size < 8 or image_size % 2:
+        raise UserError(f"image_size must be an even number >= 8 (got {image_size}).")
+    negative = [f"{split}={n}" for split, n in counts.items() if n < 0]
+    if negative:
+        raise UserError(f"image counts cannot be negative ({', '.join(negative)}).")
+
+
+def _claim(root: Path, params: dict) -> None:
+    """Mark ``root`` as ffd's set being written, after checking that its split folders are ffd's own.
+
+    A marker, complete or not, means ffd wrote the folders and may replace them; without one, split folders
+    holding anything are someone's data (a real dataset given as the root by mistake) and are kept."""
+    if not (root / MARKER).exists():
+        foreign = [f for f in SPLIT_FOLDERS.values() if (root / f).is_dir() and any((root / f).iterdir())]
+        if foreign:
+            raise UserError(
+                f"{root} already holds {', '.join(f + '/' for f in foreign)} folders that ffd did not write "
+                f"(there is no {MARKER}), so the synthetic set will not replace them. Choose a new or empty "
+                "folder for the synthetic set."
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(json.dumps({**params, "complete": False}, indent=2))
+
+
 def _jobs(counts: dict[str, int]) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:
     """(split, chunk number, labels, file numbers) per chunk; half of each split is real, half fake."""
     for split in SPLIT_FOLDERS:
@@ -217,13 +246,12 @@ def generate(
     Deterministic: the same parameters give the same bytes. Counts are images per split (half real,
     half fake). ``workers`` > 1 renders chunks in that many processes (the same bytes). Returns root.
     """
-    if image_size < 8 or image_size % 2:
-        raise ValueError(f"image_size must be an even number >= 8 (got {image_size}).")
     root = Path(root)
     counts = {"train": train, "val": val, "test": test}
+    check_params(image_size, counts)
     if is_complete(root, image_size, counts, seed):
         return root
-    (root / MARKER).unlink(missing_ok=True)
+    _claim(root, _params(image_size, counts, seed))
     for folder in SPLIT_FOLDERS.values():  # ffd's own folders: an interrupted run is redone from scratch
         shutil.rmtree(root / folder, ignore_errors=True)
     for folder in SPLIT_FOLDERS.values():
@@ -251,6 +279,7 @@ def generate(
     return root
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="output folder (train/ valid/ test/ go inside)")
@@ -261,9 +290,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
     args = parser.parse_args(argv)
+    counts = {"train": args.train, "val": args.val, "test": args.test}
+    if is_complete(args.root, args.image_size, counts, args.seed):
+        print(f"{args.root} already holds this set ({sum(counts.values())} images of {args.image_size} px).")
+        return
     start = time.perf_counter()
-    generate(args.root, args.image_size, args.train, args.val, args.test, args.seed, workers=args.workers)
-    total = args.train + args.val + args.test
+    generate(args.root, args.image_size, **counts, seed=args.seed, workers=args.workers)
+    total = sum(counts.values())
     print(f"{total} images of {args.image_size} px in {args.root} ({time.perf_counter() - start:.1f} s)")
 
 
