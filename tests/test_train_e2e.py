@@ -221,3 +221,21 @@ def test_a_missing_required_option_is_one_line(tmp_path, command, key):
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{key}= is required" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.net.weights=absent.pth"], "absent.pth does not exist"),
+        # Fails on any machine: with no GPU at all, or with fewer than 64.
+        (["trainer=gpu", "trainer.devices=64"], "the trainer settings do not fit this machine"),
+    ],
+)
+def test_a_config_object_that_cannot_be_built_is_one_clear_error(tmp_path, overrides, message):
+    """Hydra wraps a constructor's error in its own 'Error in call to target' text: ffd unwraps it."""
+    result = run_ffd("ffd.train", "experiment=quickstart", *overrides, root=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "ffd: error: " in result.stderr and message in result.stderr
+    assert "Error in call to target" not in result.stderr
+    if "trainer=gpu" in overrides and not torch.cuda.is_available():
+        assert "use trainer=cpu" in result.stderr

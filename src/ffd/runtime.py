@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -62,8 +63,12 @@ def load_failure(error: Exception) -> str:
 
     Never PyTorch's own weights_only text, which advises loading with weights_only=False: ffd never runs
     pickled code from a user's file."""
-    if str(error).startswith("Weights only load failed"):
-        if "Unsupported global" in str(error):
+    chain = [error]  # timm re-raises PyTorch's refusal as a RuntimeError with the same advice
+    while chain[-1].__cause__ is not None and len(chain) < 8:
+        chain.append(chain[-1].__cause__)
+    refusals = [str(e) for e in chain if "weights_only" in str(e)]
+    if refusals:
+        if any("Unsupported global" in text or "allowlisted" in text for text in refusals):
             return "it holds pickled objects beyond tensors, and ffd never runs pickled code"
         return "not a PyTorch file of tensors"
     first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
@@ -110,6 +115,48 @@ OPTIONAL_MODULES = {
 }
 
 
+def list_option(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> list[str]:
+    """A list option such as ``export.precisions``, also when given as ``key=a`` or ``key=a,b`` (Hydra
+    reads those as one string, which ``list()`` would split into characters); checked against
+    ``choices``."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    items = [str(item) for item in value or []]
+    unknown = [item for item in items if item not in choices]
+    if unknown or not items:
+        problem = f"unknown {', '.join(unknown)}" if unknown else "empty"
+        raise UserError(
+            f"{key}={items}: {problem}. Choose among {', '.join(choices)}, "
+            f"e.g. {key}=[{','.join(choices[:2])}]."
+        )
+    return items
+
+
+def _instantiation_error(error: InstantiationException) -> str | None:
+    """The message for a config object that could not be built because of the user's settings, or None.
+
+    Hydra wraps whatever the constructor raised; an ffd user error shows as itself, and a Lightning
+    MisconfigurationException (``trainer=gpu`` with no GPU, more devices than the machine has) with a hint.
+    """
+    cause = error.__cause__
+    if isinstance(cause, user_error_types()):
+        return str(cause)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    if not isinstance(cause, MisconfigurationException):
+        return None
+    import torch
+
+    message = f"the trainer settings do not fit this machine: {cause}"
+    if not torch.cuda.is_available():
+        message += (
+            " PyTorch sees no CUDA GPU here; use trainer=cpu (or trainer=default, which picks the device), "
+            "or check that the installed torch is a CUDA build (torch.version.cuda)."
+        )
+    return message
+
+
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
     """Turn a user error into its message on stderr and exit code 1 (bugs still raise with a trace)."""
 
@@ -117,6 +164,12 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return task(*args, **kwargs)
+        except InstantiationException as error:
+            message = _instantiation_error(error)
+            if message is None:
+                raise
+            print(f"\nffd: error: {message}", file=sys.stderr)
+            raise SystemExit(1) from None
         except user_error_types() as error:
             print(f"\nffd: error: {error}", file=sys.stderr)
             raise SystemExit(1) from None
