@@ -194,14 +194,14 @@ def test_progress_bar_shows_the_training_loss_read_every_n_steps_not_every_step(
 def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) -> None:
     run_ffd(
         "ffd.bench",
-        "models=[vit]",
+        "models=vit",  # Hydra reads a bare value as a string: one model, not three letters
         "trainer_config=cpu",
         "image_size=16",
         "batch_size=4",
         "steps=2",
         "warmup_steps=4",  # step 0, 2 audited for host syncs, 1 profiled
         "data_batches=2",
-        "augment_on=[gpu]",
+        "augment_on=gpu",
         "profile_steps=1",
         "train_overrides=['data.num_workers=0','model.net.dim=16','model.net.depth=1']",
         root=tmp_path,

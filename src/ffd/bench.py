@@ -45,7 +45,7 @@ from ffd.data import synthetic as synthetic_set
 from ffd.data.datamodule import default_num_workers
 from ffd.data.gpu_augment import BatchAugment
 from ffd.models.classifier import make_adamw
-from ffd.runtime import exit_on_user_error
+from ffd.runtime import exit_on_user_error, list_option
 
 log = logging.getLogger("ffd.bench")
 
@@ -513,7 +513,10 @@ def write_tables(results: list[dict[str, Any]], output_dir: Path, title: str) ->
 
 
 def resolve_sizes(cfg: DictConfig) -> None:
-    """Fill the null sizes and the trainer from the device present."""
+    """Check the list options; fill the null sizes and the trainer from the device present."""
+    cfg.models = list_option(cfg, "models", ("densenet", "vit"))
+    cfg.parts = list_option(cfg, "parts", ("step", "data", "loop"))
+    cfg.augment_on = list_option(cfg, "augment_on", ("cpu", "gpu"))
     defaults = GPU_DEFAULTS if torch.cuda.is_available() else CPU_DEFAULTS
     cfg.sizes = {key: cfg.get(key) if cfg.get(key) is not None else value for key, value in defaults.items()}
     if cfg.trainer_config is None:

@@ -44,7 +44,7 @@ from ffd.deploy.parity import (
 from ffd.deploy.quantize import CALIBRATION_METHODS, quantize_int8
 from ffd.deploy.session import PRECISIONS, OnnxDetector, default_providers
 from ffd.models.classifier import DeepfakeClassifier, load_for_run
-from ffd.runtime import UserError
+from ffd.runtime import UserError, list_option
 
 log = logging.getLogger("ffd.export")
 
@@ -93,13 +93,7 @@ def gather_images(loader: DataLoader) -> np.ndarray:
 
 def check_options(cfg: DictConfig) -> list[str]:
     """The requested precisions, in PRECISIONS order; bad options raise ExportConfigError."""
-    requested = list(cfg.export.precisions)
-    unknown = sorted(set(requested) - set(PRECISIONS))
-    if unknown or not requested:
-        raise ExportConfigError(
-            f"export.precisions={requested} : {'unknown ' + ', '.join(unknown) if unknown else 'empty'}. "
-            f"Choose among {', '.join(PRECISIONS)}, e.g. export.precisions=[fp32,int8]."
-        )
+    requested = list_option(cfg, "export.precisions", PRECISIONS)
     method = cfg.export.calibration.method
     if "int8" in requested and method not in CALIBRATION_METHODS:
         raise ExportConfigError(
