@@ -47,8 +47,14 @@ def check_report(run_dir: Path, fitted: bool = True) -> dict:
 def test_multirun_trains_both_models_then_eval_reads_a_checkpoint(tiny_runs, tmp_path):
     assert set(tiny_runs) == {"densenet", "vit"}
     for run in tiny_runs.values():
-        check_report(run)
+        summary = check_report(run)
         assert (run / "checkpoints" / "last.ckpt").is_file()
+        # The run's log has Lightning's messages and, once each, the dataset and the test report.
+        log = (run / "train.log").read_text()
+        assert "Seed set to 42" in log and "Epoch 0, global step 3: 'val/auroc' reached" in log
+        assert log.count("Dataset ") == 1 and "train 12 real, 12 fake, 0 skipped" in log
+        assert log.count("Test report: 12 images (6 real, 6 fake)") == 1
+        assert json.dumps(summary["metrics"]["auroc"]) in log
 
     checkpoint = tiny_runs["vit"] / "checkpoints" / "last.ckpt"
     assert (

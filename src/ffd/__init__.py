@@ -3,6 +3,11 @@
 Label convention everywhere (files, metrics, exports): 0 = real, 1 = fake; a probability is P(fake).
 """
 
+import logging
+
 __version__ = "0.1.0"
 
 LABELS = {0: "real", 1: "fake"}
+
+# For the run's log file only, what the console shows as a table (conf/hydra/default.yaml routes it).
+record = logging.getLogger("ffd.record")

@@ -24,7 +24,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers
     )
     log_config(loggers, cfg, {"model": model.describe()})
-    trainer.test(model, datamodule=datamodule)
+    trainer.test(model, datamodule=datamodule, verbose=False)  # the report prints its table
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 
 

@@ -50,7 +50,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
         if not best:
             log.warning("No best checkpoint was saved; testing the weights as they are after fitting.")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(
+            model, datamodule=datamodule, ckpt_path=best or None, verbose=False
+        )  # the report prints its table
         metrics.update(trainer.callback_metrics)
     return {name: float(value) for name, value in metrics.items()}
 

@@ -6,7 +6,7 @@ TensorBoard, and ``hp_metric`` is set to the test AUROC so the hparams tab ranks
 
 from __future__ import annotations
 
-import logging
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from rich.console import Console
 from rich.table import Table
 
+from ffd import record
 from ffd.report import Predictions, write_bad_files, write_report
 from ffd.runtime import UserError
-
-log = logging.getLogger(__name__)
 
 
 def _gather(items: list[Any], trainer: L.Trainer) -> list[Any]:
@@ -164,4 +163,10 @@ class ReportWriter(L.Callback):
         console = Console()
         console.print(table)
         console.print(f"Report written to [bold]{self.output_dir}[/bold]")
-        log.info("Test metrics: %s", summary["metrics"])
+        record.info(
+            "Test report: %s images (%s real, %s fake), threshold %g, %s unreadable skipped; metrics %s",
+            *(counts[key] for key in ("images", "real", "fake")),
+            summary["threshold"],
+            counts["unreadable_skipped"],
+            json.dumps(summary["metrics"]),
+        )

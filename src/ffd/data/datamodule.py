@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ffd import LABELS
+from ffd import LABELS, record
 from ffd.data import synthetic as synthetic_set
 from ffd.data.gpu_augment import BatchAugment
 from ffd.data.index import SPLITS, DatasetIndex, index_dataset
@@ -228,6 +228,17 @@ class FacesDataModule(L.LightningDataModule):
                 split, str(row["real"]), str(row["fake"]), str(row["real"] + row["fake"]), str(row["skipped"])
             )
         Console().print(table)
+        splits = self.summary()["splits"]
+        record.info(
+            "Dataset %s (from %s), %d px: %s",
+            self.index.root,
+            self.index.source,
+            self.image_size,
+            "; ".join(
+                f"{split} {r['real']} real, {r['fake']} fake, {r['skipped']} skipped"
+                for split, r in splits.items()
+            ),
+        )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.index is None:
