@@ -87,9 +87,12 @@ def test_eval_with_no_readable_test_image_says_so_and_lists_them(tiny_checkpoint
 
 
 def test_missing_data_root_is_one_clear_error(tmp_path):
-    result = run_ffd("ffd.train", "data=kaggle", "model=vit", root=tmp_path, expect_ok=False)
-    assert result.returncode == 1
-    assert "data.root" in result.stderr and "Traceback" not in result.stderr
+    """Found before the DenseNet's ImageNet weights are fetched (offline, timm retries for a minute)."""
+    result = run_ffd("ffd.train", "data=kaggle", root=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "data.root is not set" in result.stderr and "huggingface" not in result.stderr
+    (run,) = run_dirs(tmp_path, "train")  # the failed run's folder says why it failed
+    assert "ffd: error: data.root is not set" in (run / "train.log").read_text()
 
 
 @pytest.mark.parametrize("content", [None, "not a checkpoint", {"state_dict": {}, "hyper_parameters": {}}])

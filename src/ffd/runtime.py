@@ -15,6 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from ffd import record
+
 T = TypeVar("T")
 
 
@@ -157,35 +159,38 @@ def _instantiation_error(error: InstantiationException) -> str | None:
     return message
 
 
+def _user_error_message(error: BaseException) -> str | None:
+    """The one-paragraph message for an error caused by the user's input or setup, or None for a bug."""
+    if isinstance(error, InstantiationException):
+        return _instantiation_error(error)
+    if isinstance(error, user_error_types()):
+        return str(error)
+    if isinstance(error, MissingMandatoryValue):  # a ??? in the config: input=, model=
+        return f"{error.full_key}= is required; pass it on the command line."
+    if isinstance(error, ModuleNotFoundError):
+        extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
+        if extra:
+            return (
+                f"this command needs {error.name}, one of ffd's optional '{extra}' dependencies: "
+                f'pip install -e ".[{extra}]" in a clone, or pip install "ffd[{extra}]".'
+            )
+    return None
+
+
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
-    """Turn a user error into its message on stderr and exit code 1 (bugs still raise with a trace)."""
+    """Turn a user error into its message on stderr (and in the run's log file) and exit code 1; bugs
+    still raise with a trace."""
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return task(*args, **kwargs)
-        except InstantiationException as error:
-            message = _instantiation_error(error)
+        except Exception as error:
+            message = _user_error_message(error)
             if message is None:
                 raise
             print(f"\nffd: error: {message}", file=sys.stderr)
-            raise SystemExit(1) from None
-        except user_error_types() as error:
-            print(f"\nffd: error: {error}", file=sys.stderr)
-            raise SystemExit(1) from None
-        except MissingMandatoryValue as error:  # a ??? in the config: input=, model=
-            key = error.full_key
-            print(f"\nffd: error: {key}= is required; pass it on the command line.", file=sys.stderr)
-            raise SystemExit(1) from None
-        except ModuleNotFoundError as error:
-            extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
-            if extra is None:
-                raise
-            print(
-                f"\nffd: error: this command needs {error.name}, one of ffd's optional '{extra}' "
-                f'dependencies: pip install -e ".[{extra}]" in a clone, or pip install "ffd[{extra}]".',
-                file=sys.stderr,
-            )
+            record.error("ffd: error: %s", message)  # a failed run's folder says why it failed
             raise SystemExit(1) from None
 
     return wrapper

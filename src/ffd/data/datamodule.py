@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ffd import LABELS, record
 from ffd.data import synthetic as synthetic_set
 from ffd.data.gpu_augment import BatchAugment
-from ffd.data.index import SPLITS, DatasetIndex, index_dataset
+from ffd.data.index import SPLITS, DatasetIndex, check_root, index_dataset
 from ffd.data.transforms import eval_transform, train_transform
 from ffd.images import UnreadableImageError, read_rgb
 
@@ -156,6 +156,8 @@ class FacesDataModule(L.LightningDataModule):
         self.batch_augment = BatchAugment(**self._augment_args()) if augment and augment_on == "gpu" else None
         self.split_dirs, self.class_dirs, self.use_csv = split_dirs, class_dirs, use_csv
         self.synthetic = dict(synthetic) if synthetic else None
+        if not self.synthetic:  # before the model is built: its ImageNet download can take a while
+            check_root(root)
         self.persistent_workers = persistent_workers
         self.limit_per_split = limit_per_split
         self.index: DatasetIndex | None = None

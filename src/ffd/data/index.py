@@ -208,6 +208,17 @@ def _why_not_image(path: str) -> str | None:
     return "empty file (0 bytes)" if size == 0 else "not an image (unknown file signature)"
 
 
+def check_root(root: str | Path | None) -> None:
+    """Raise DatasetLayoutError unless ``root`` is an existing folder (checked before any slow work)."""
+    if root is None or not Path(root).is_dir():
+        where = "is not set" if root is None else f"'{root}' is not an existing folder"
+        raise DatasetLayoutError(
+            f"data.root {where}. Point it at the unpacked dataset, e.g. `python -m ffd.train data=kaggle "
+            "data.root=/path/to/140k-real-and-fake-faces`, or use the generated demo set: `data=synthetic`. "
+            f"{EXPECTED_LAYOUT}"
+        )
+
+
 def index_dataset(
     root: str | Path | None,
     split_dirs: Mapping[str, Sequence[str]] | None = None,
@@ -220,13 +231,7 @@ def index_dataset(
     labels (0 real, 1 fake) to accepted folder names; matching is case-insensitive. `use_csv`: "auto"
     reads the Kaggle CSVs when present and their paths resolve, True requires them, False scans folders.
     """
-    if root is None or not Path(root).is_dir():
-        where = "is not set" if root is None else f"'{root}' is not an existing folder"
-        raise DatasetLayoutError(
-            f"data.root {where}. Point it at the unpacked dataset, e.g. `python -m ffd.train data=kaggle "
-            "data.root=/path/to/140k-real-and-fake-faces`, or use the generated demo set: `data=synthetic`. "
-            f"{EXPECTED_LAYOUT}"
-        )
+    check_root(root)
     if use_csv not in ("auto", True, False):
         raise ValueError(f"data.use_csv must be auto, true or false (got {use_csv!r}).")
     root = Path(root).absolute()
