@@ -107,6 +107,21 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, content):
     assert str(path) in result.stderr and "ckpt" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("given", ["folder", "missing", "other model"])
+def test_resuming_from_a_wrong_checkpoint_path_is_one_clear_error(tiny_checkpoints, tmp_path, given):
+    run_folder = tiny_checkpoints["vit"].parent.parent
+    path, model, message = {
+        "folder": (run_folder, "vit", f"is a folder; pass one of its files: {run_folder}/checkpoints/"),
+        "missing": (tmp_path / "absent.ckpt", "vit", "absent.ckpt does not exist"),
+        "other model": (tiny_checkpoints["vit"], "densenet", "holds a 'vit' model, not the 'densenet'"),
+    }[given]
+    result = run_ffd(
+        "ffd.train", *TINY, f"model={model}", f"ckpt_path={path}", root=tmp_path, expect_ok=False
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert message in result.stderr
+
+
 def _break_a_process_share(root: Path) -> int:
     """Truncate (JPEG header kept) process 0's one training batch and its whole validation share, as
     Lightning's DistributedSampler deals the tiny set to 2 processes; returns the files broken."""

@@ -32,7 +32,7 @@ from ffd.deploy.session import OnnxDetector
 from ffd.images import find_images
 from ffd.models.classifier import load_classifier
 from ffd.report import FILE_NAMES, verdict, write_bad_files
-from ffd.runtime import UserError, device_problem, make_output_dir
+from ffd.runtime import UserError, device_problem, folder_instead_of_file, make_output_dir
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
 OUTPUT_FILES = ("predictions.csv", "predictions.json", "bad_files.txt")
@@ -55,6 +55,8 @@ def open_detector(model: str | Path, device: str = "auto") -> Detector:
     """Load a .ckpt with PyTorch (on ``device``; auto = cuda if present) or an .onnx with onnxruntime."""
     path = Path(model).expanduser()
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise PredictError(folder_instead_of_file(path, "model", MODEL_SUFFIXES))
     if suffix not in MODEL_SUFFIXES:
         raise PredictError(
             f"model={model}: not a model file ffd.predict reads. Pass a .ckpt written by ffd.train "

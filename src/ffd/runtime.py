@@ -110,6 +110,25 @@ def make_output_dir(output: Path) -> None:
         ) from None
 
 
+def folder_instead_of_file(folder: Path, key: str, suffixes: tuple[str, ...]) -> str:
+    """The message for a folder given where a model file is expected: the files in it (or one level down,
+    e.g. a run folder's checkpoints/) that would do, so the user can copy one."""
+    found = sorted(
+        path
+        for pattern in ("*", "*/*")
+        for path in folder.glob(pattern)
+        if path.suffix.lower() in suffixes and path.is_file()
+    )
+    if not found:
+        kinds = " or ".join(suffixes)
+        return f"{key}={folder} is a folder, and holds no {kinds} file (nor do its sub-folders). Pass a file."
+    names = ", ".join(str(path) for path in found[:6]) + (f" and {len(found) - 6} more" if found[6:] else "")
+    message = f"{key}={folder} is a folder; pass one of its files: {names}."
+    if any(path.name == "last.ckpt" for path in found):
+        message += " last.ckpt is the latest epoch, epochNNN-aurocX.ckpt the best by validation AUROC."
+    return message
+
+
 # Top-level module -> the pyproject extra that installs it.
 OPTIONAL_MODULES = {
     **dict.fromkeys(("mediapipe", "facexlib", "filterpy", "numba"), "segment"),

@@ -14,6 +14,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ffd.models.classifier import read_checkpoint
 from ffd.runtime import exit_on_user_error, instantiate_all, log_config
 
 log = logging.getLogger("ffd.train")
@@ -24,6 +25,7 @@ def continue_checkpoints(cfg: DictConfig) -> None:
 
     Lightning restores the best score so far only into a checkpoint callback with the same folder; in a
     new one, the first epoch after resuming would count as the best and be tested, however poor."""
+    read_checkpoint(cfg.ckpt_path, expected_net=cfg.model.net.name)  # a clear error for a wrong path or file
     folder = str(Path(cfg.ckpt_path).expanduser().resolve().parent)
     for name, callback in (cfg.get("callbacks") or {}).items():
         if callback and str(callback.get("_target_", "")).endswith("ModelCheckpoint"):

@@ -29,7 +29,7 @@ from torchmetrics.classification import (
 )
 
 from ffd.models import create_net
-from ffd.runtime import load_failure
+from ffd.runtime import folder_instead_of_file, load_failure
 
 # The sanity-check batches of an unshuffled validation set may hold one class only, which makes
 # torchmetrics warn about meaningless curves; a split with a class missing is refused at setup anyway.
@@ -273,12 +273,12 @@ class CheckpointError(ValueError):
     """A file that is not an ffd checkpoint, or not the model that was asked for."""
 
 
-def load_classifier(path: str | Path, expected_net: str | None = None) -> DeepfakeClassifier:
-    """Rebuild a DeepfakeClassifier from a checkpoint written by ``ffd.train``, safely.
-
-    Loaded with ``weights_only=True``; ImageNet weights are not fetched (the checkpoint has them all).
-    """
+def read_checkpoint(path: str | Path, expected_net: str | None = None) -> dict[str, Any]:
+    """A checkpoint written by ``ffd.train``, loaded with ``weights_only=True``; anything else (a folder, a
+    missing file, another program's file, another network than ``expected_net``) is a CheckpointError."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(folder_instead_of_file(path, "ckpt_path", (".ckpt",)))
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint {path} does not exist. Pass ckpt_path=PATH to a .ckpt written by ffd.train "
@@ -304,6 +304,16 @@ def load_classifier(path: str | Path, expected_net: str | None = None) -> Deepfa
             f"{path} holds a {net['name']!r} model, not the {expected_net!r} that was asked for: drop the "
             f"model override or pass model={net['name']}."
         )
+    return checkpoint
+
+
+def load_classifier(path: str | Path, expected_net: str | None = None) -> DeepfakeClassifier:
+    """Rebuild a DeepfakeClassifier from a checkpoint written by ``ffd.train``, safely.
+
+    Loaded with ``weights_only=True``; ImageNet weights are not fetched (the checkpoint has them all).
+    """
+    checkpoint = read_checkpoint(path, expected_net)
+    hparams, net = checkpoint["hyper_parameters"], checkpoint["hyper_parameters"]["net"]
     # The checkpoint holds every weight: never fetch ImageNet weights or read a backbone file again.
     net = {**net, **{key: value for key, value in (("pretrained", False), ("weights", None)) if key in net}}
     model = DeepfakeClassifier(
