@@ -73,6 +73,16 @@ def test_multirun_trains_both_models_then_eval_reads_a_checkpoint(tiny_runs, tmp
     assert summary["checkpoint"] == str(checkpoint)
 
 
+def test_eval_on_the_synthetic_set_draws_it_at_the_checkpoints_size(tiny_checkpoints, tmp_path):
+    """A 32 px model evaluated with data=synthetic (64 px by default): the set is made at 32 px, since
+    resizing a 64 px one would erase the upsampling trace its fakes carry."""
+    counts = [o for o in TINY_DATA if o.startswith("data.synthetic.") and "image_size" not in o]
+    run_ffd("ffd.eval", f"ckpt_path={tiny_checkpoints['vit']}", "data=synthetic", *counts, root=tmp_path)
+    (run,) = run_dirs(tmp_path, "eval")
+    data = json.loads((run / "report" / "metrics.json").read_text())["data"]
+    assert data["image_size"] == 32 and Path(data["root"]).name.startswith("s32_"), data
+
+
 def test_eval_with_no_readable_test_image_says_so_and_lists_them(tiny_checkpoints, tmp_path):
     data = generate(tmp_path / "data" / "synthetic" / "s32_24-12-12_seed0", 32, 24, 12, 12, progress=False)
     for path, _ in index_dataset(data).samples["test"]:

@@ -341,4 +341,6 @@ def load_for_run(cfg: Any) -> DeepfakeClassifier:
         )
         with open_dict(cfg):
             cfg.data.image_size = model.image_size
+            if cfg.data.get("synthetic"):  # generated at that size: its fake trace does not survive a resize
+                cfg.data.synthetic.image_size = model.image_size
     return model
