@@ -8,10 +8,11 @@ import pytest
 import timm
 import torch
 import torchvision
+from huggingface_hub import constants as hf_constants
 from safetensors.torch import save_file
 from torch import nn
 
-from ffd.models import DenseNetDetector, create_net
+from ffd.models import DenseNetDetector, create_net, densenet
 from ffd.models.densenet import WeightsError
 
 
@@ -159,15 +160,42 @@ def test_pickled_code_is_never_run(tmp_path) -> None:
     assert "never runs pickled code" in message and "retry with" not in message and "\n" not in message
 
 
-def test_offline_without_a_file_names_both_options(monkeypatch) -> None:
+def test_a_failed_download_names_both_options(monkeypatch) -> None:
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co' (simulated offline)")
 
     # Both download paths timm may take; the test never touches the network.
     monkeypatch.setattr(timm.models._builder, "load_state_dict_from_hf", offline)
     monkeypatch.setattr(timm.models._builder, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(densenet, "hub_unreachable", lambda: None)  # the hub answers, the download fails
     with pytest.raises(WeightsError) as error:
         DenseNetDetector(pretrained=True)
     message = str(error.value)
     assert "model.net.weights=PATH" in message and "model.net.pretrained=false" in message
     assert "densenet121" in message and "simulated offline" in message
+
+
+def test_an_unreachable_hub_is_told_at_once_and_only_the_cache_is_tried(monkeypatch) -> None:
+    """Offline, huggingface_hub would retry for about a minute; one refused connection says it at once."""
+    attempts, offline_mode = [], []
+
+    def refused(address, timeout):
+        attempts.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    def from_cache_only(*args, **kwargs):
+        offline_mode.append(hf_constants.HF_HUB_OFFLINE)
+        raise FileNotFoundError("not in the local cache")
+
+    for variable in densenet.PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(densenet.socket, "create_connection", refused)
+    monkeypatch.setattr(timm.models._builder, "load_state_dict_from_hf", from_cache_only)
+    with pytest.raises(WeightsError, match=r"huggingface\.co cannot be reached: Connection refused; not in"):
+        DenseNetDetector(pretrained=True)
+    assert attempts == [("huggingface.co", 443)] and offline_mode == [True]
+    assert hf_constants.HF_HUB_OFFLINE is False  # restored
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # the proxy decides: no probe
+    assert densenet.hub_unreachable() is None and len(attempts) == 1

@@ -11,12 +11,17 @@ RGB in 0..255.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import socket
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
+from huggingface_hub import constants as hf_constants
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
@@ -29,6 +34,9 @@ from ffd.runtime import load_failure
 _LEGACY_DENSELAYER_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
 )
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 class WeightsError(RuntimeError):
@@ -101,15 +109,43 @@ def _create_backbone(name: str, pretrained: bool, weights: str | None, cache_dir
         backbone = timm.create_model(name, pretrained=False, num_classes=0)
         load_backbone_weights(backbone, weights)
         return backbone
+    unreachable = hub_unreachable() if pretrained else None
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, cache_dir=cache_dir)
+        with hub_offline(unreachable is not None):
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, cache_dir=cache_dir)
     except OSError as error:  # no network, DNS failure, proxy, empty offline cache: all OSError subclasses
+        why = f"{unreachable}; not in the cache either" if unreachable else f"{type(error).__name__}: {error}"
         raise WeightsError(
-            f"Could not fetch timm's ImageNet weights for the backbone {name!r} ({type(error).__name__}: "
-            f"{error}). Offline? Either pass a local copy with model.net.weights=PATH (a timm or torchvision "
-            f"{name} file, .pth or .safetensors) or train from random initialisation with "
-            "model.net.pretrained=false."
+            f"Could not fetch timm's ImageNet weights for the backbone {name!r} ({why}). Offline? Either "
+            f"pass a local copy with model.net.weights=PATH (a timm or torchvision {name} file, .pth or "
+            ".safetensors) or train from random initialisation with model.net.pretrained=false."
         ) from error
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached, or None when it can or a proxy decides (not judged).
+
+    Offline, huggingface_hub retries each request for about a minute before giving up; one connection
+    attempt tells the same at once."""
+    if any(os.environ.get(key) for key in PROXY_VARIABLES) or hf_constants.HF_HUB_OFFLINE:
+        return None
+    host = urlparse(hf_constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        return f"{host} cannot be reached: {error.strerror or error}"
+    return None
+
+
+@contextlib.contextmanager
+def hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub's offline mode (cached files only, no requests) for the duration, when asked."""
+    before = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = before
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
