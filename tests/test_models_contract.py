@@ -136,3 +136,51 @@ def test_a_checkpoint_that_needs_pickled_code_is_refused_in_one_line(tmp_path) -
     message = str(error.value)
     assert str(path) in message and "never runs pickled code" in message
     assert "weights_only=False" not in message and "\n" not in message
+
+
+def _fit_schedule(tmp_path, scheduler: dict, max_epochs: int, ckpt_path=None) -> DeepfakeClassifier:
+    """A tiny ViT fitted on 8 random images, writing checkpoints/last.ckpt at every epoch end as
+    conf/callbacks/default.yaml's latest_checkpoint does."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    torch.manual_seed(0)
+    model = DeepfakeClassifier(
+        net={"name": "vit", "image_size": 16, "dim": 8, "depth": 1}, scheduler=scheduler
+    )
+    images = torch.randint(
+        0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    data = [{"image": images[i], "label": torch.tensor(float(i % 2))} for i in range(8)]
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    last = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None, enable_version_counter=False)
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        logger=False,
+        callbacks=[last],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, loader, loader, ckpt_path=ckpt_path)
+    return model
+
+
+def test_a_resumed_fit_counts_every_epoch_in_the_plateau_schedule(tmp_path) -> None:
+    """last.ckpt is written at the end of an epoch: the plateau schedule must have seen that epoch's
+    val/auroc by then, or the resumed fit never counts it and halves the rate one epoch late."""
+    plateau = {"name": "plateau", "factor": 0.5, "patience": 0}
+    _fit_schedule(tmp_path, plateau, max_epochs=2)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["lr_schedulers"][0]
+    assert saved["last_epoch"] == 2, saved  # epochs 0 and 1 counted
+    resumed = _fit_schedule(tmp_path, plateau, max_epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    assert resumed.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 3
+
+
+def test_a_resumed_cosine_schedule_decays_over_the_new_max_epochs(tmp_path) -> None:
+    cosine = {"name": "cosine", "warmup_epochs": 0, "min_lr_factor": 0.01}
+    _fit_schedule(tmp_path, cosine, max_epochs=2)
+    resumed = _fit_schedule(tmp_path, cosine, max_epochs=4, ckpt_path=tmp_path / "last.ckpt")
+    schedule = resumed.trainer.lr_scheduler_configs[0].scheduler
+    assert schedule.total_epochs == 4 and schedule.last_epoch == 4  # the checkpoint's horizon was 2

@@ -102,6 +102,13 @@ class CosineSchedule(torch.optim.lr_scheduler.LRScheduler):
         cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
         return self.min_lr_factor + (1.0 - self.min_lr_factor) * cosine
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume where the schedule was, over this run's horizon: a resumed fit with a larger
+        trainer.max_epochs decays to its new end instead of staying at the old end's minimum."""
+        total_epochs = self.total_epochs
+        super().load_state_dict(state_dict)
+        self.total_epochs = total_epochs
+
     def get_lr(self) -> list[float]:
         for group in self.optimizer.param_groups:  # a new group's rate was set at the last epoch's factor
             group.setdefault("initial_lr", group["lr"] / self.factor(max(self.last_epoch - 1, 0)))
@@ -199,8 +206,11 @@ class DeepfakeClassifier(L.LightningModule):
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any] | None:
         return self._step(batch, "test", self.test_metrics)
 
-    def _log_epoch_metrics(self, metrics: MetricCollection, loss: MeanMetric | None = None) -> None:
-        """Log the epoch's metrics (and loss, for validation and test), then reset them.
+    def _log_epoch_metrics(
+        self, metrics: MetricCollection, loss: MeanMetric | None = None
+    ) -> dict[str, Tensor] | None:
+        """Log the epoch's metrics (and loss, for validation and test), then reset them; return the
+        metrics, or None when nothing was measured.
 
         Computed here once per epoch, not passed to ``self.log_dict`` at every step: each such call goes
         through Lightning's result collection and moves the Metric to the device: 0.5-1 ms of host time per
@@ -211,8 +221,9 @@ class DeepfakeClassifier(L.LightningModule):
         updated = any(metric.update_called for metric in metrics.values())  # not if every file was unreadable
         if _distributed():  # compute() gathers from every process: all of them take part, or none
             updated = self.trainer.strategy.reduce_boolean_decision(updated, all=False)
-        if updated:
-            self.log_dict(metrics.compute(), sync_dist=True)
+        scores = metrics.compute() if updated else None
+        if scores is not None:
+            self.log_dict(scores, sync_dist=True)
             if loss is not None:
                 # On the progress bar for validation (a value read once per epoch).
                 self.log(
@@ -224,12 +235,30 @@ class DeepfakeClassifier(L.LightningModule):
         metrics.reset()
         if loss is not None:
             loss.reset()
+        return scores
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics(self.train_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.val_metrics, self.eval_losses["val"])
+        scores = self._log_epoch_metrics(self.val_metrics, self.eval_losses["val"])
+        plateau = self._plateau()
+        if plateau and scores and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            plateau.step(scores["val/auroc"])
+
+    def _plateau(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+        """The plateau schedule, when it is the one. It steps on ``val/auroc`` here, at the end of
+        validation, before the checkpoints of the epoch are written; Lightning would step it after them,
+        and a fit resumed from such a checkpoint would never count that epoch's score."""
+        if self._trainer is None:
+            return None
+        schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        plateaus = [s for s in schedulers if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau)]
+        return plateaus[0] if plateaus else None
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):  # stepped above
+            scheduler.step()
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics(self.test_metrics, self.eval_losses["test"])
