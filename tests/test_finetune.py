@@ -110,7 +110,8 @@ def test_two_stages_with_batchnorm_frozen_throughout(tmp_path, caplog) -> None:
     weights_before = {k: v.clone() for k, v in backbone.state_dict().items()}
     head_mean_before = module.net.head.norm1.running_mean.clone()
     callback = BackboneFinetuning(warmup_epochs=1, unfreeze_fraction=0.25, lr_factor=0.1)
-    _fit(module, callback, max_epochs=2, tmp_path=tmp_path, batches=2)
+    trainer = _fit(module, callback, max_epochs=2, tmp_path=tmp_path, batches=2)
+    assert trainer.optimizers[0].param_groups[-1]["name"] == "unfrozen"  # its own curve in TensorBoard
 
     stage1 = [s for s in module.seen if s["epoch"] == 0]
     stage2 = [s for s in module.seen if s["epoch"] == 1]

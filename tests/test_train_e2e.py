@@ -39,7 +39,7 @@ def check_report(run_dir: Path, fitted: bool = True) -> dict:
             tags["hparams"] |= set(events.PluginTagToContent("hparams"))
     assert {"report/roc", "report/verdicts"} <= tags["images"]
     assert {"test/auroc", "hp_metric"} <= tags["scalars"]
-    assert not fitted or {"val/auroc", "train/loss_epoch", "lr-AdamW"} <= tags["scalars"]
+    assert not fitted or {"val/auroc", "train/loss_epoch", "lr-AdamW/from_start"} <= tags["scalars"]
     assert tags["hparams"], "the composed config is missing from TensorBoard's hparams tab"
     return summary
 
@@ -263,6 +263,7 @@ def test_a_missing_required_option_is_one_line(tmp_path, command, key):
         (["model.net.weights=absent.pth"], "absent.pth does not exist"),
         # Fails on any machine: with no GPU at all, or with fewer than 64.
         (["trainer=gpu", "trainer.devices=64"], "the trainer settings do not fit this machine"),
+        (["model=vit", "model.net.image_size=16"], "model.net.image_size=16 but data.image_size=64"),
     ],
 )
 def test_a_config_object_that_cannot_be_built_is_one_clear_error(tmp_path, overrides, message):

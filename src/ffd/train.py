@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ffd.models.classifier import read_checkpoint
-from ffd.runtime import exit_on_user_error, instantiate_all, log_config
+from ffd.runtime import UserError, exit_on_user_error, instantiate_all, log_config
 
 log = logging.getLogger("ffd.train")
 
@@ -40,6 +40,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         continue_checkpoints(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
+    if model.image_size and model.image_size != datamodule.image_size:
+        raise UserError(
+            f"model.net.image_size={model.image_size} but data.image_size={datamodule.image_size}: the model "
+            "is built for (and records) the first, the data loaders deliver the second. Drop the "
+            "model.net.image_size override (it follows data.image_size) or set data.image_size to match."
+        )
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers

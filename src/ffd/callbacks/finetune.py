@@ -93,10 +93,11 @@ class BackboneFinetuning(BaseFinetuning):
         else:
             lr = optimizer.param_groups[0]["lr"] * self.lr_factor
             self.unfreeze_and_add_param_group(self._top_layers, optimizer, lr=lr, train_bn=False)
+            optimizer.param_groups[-1]["name"] = "unfrozen"  # its learning-rate curve in TensorBoard
         self._unfrozen = True
         self.unfrozen_names = list(self._top_names)
         self.unfrozen_lr = optimizer.param_groups[-1]["lr"] if self._top_layers else None
-        if self._top_layers:
+        if self._top_layers and pl_module.trainer.is_global_zero:
             log.info(
                 "Epoch %d: unfroze the top %d of %d backbone layers (%s ... %s) at lr %.3g; BatchNorm stays "
                 "frozen.",

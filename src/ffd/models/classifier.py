@@ -271,6 +271,9 @@ class DeepfakeClassifier(L.LightningModule):
         # Only what is trainable now: fine-tuning callbacks add the frozen layers later as their own group.
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = make_adamw(params, settings)
+        # Named, so that TensorBoard keeps one learning-rate curve per group (lr-AdamW/from_start) when
+        # fine-tuning adds its group (lr-AdamW/unfrozen), instead of renaming the first one pg1.
+        optimizer.param_groups[0]["name"] = "from_start"
         schedule = dict(self.hparams.get("scheduler") or {})
         name = schedule.pop("name", None)
         if name in (None, "none"):
