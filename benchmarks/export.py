@@ -61,10 +61,11 @@ def optimised_ops(path: Path) -> Counter[str]:
 
 def profile(path: Path, images: np.ndarray, runs: int = 3) -> dict[str, float]:
     """Share of the time per op type at this batch, from onnxruntime's profiler."""
-    sess = session(path, {"enable_profiling": True})
-    for _ in range(runs + 1):
-        runner(sess)(images)
-    events = json.loads(Path(sess.end_profiling()).read_text())
+    with tempfile.TemporaryDirectory() as folder:  # onnxruntime writes the trace into the cwd otherwise
+        sess = session(path, {"enable_profiling": True, "profile_file_prefix": f"{folder}/profile"})
+        for _ in range(runs + 1):
+            runner(sess)(images)
+        events = json.loads(Path(sess.end_profiling()).read_text())
     per_op: Counter[str] = Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):

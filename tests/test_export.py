@@ -138,9 +138,37 @@ def test_a_failed_limit_leaves_the_report_and_exits_1(tiny_checkpoints, tmp_path
         (["ckpt_path=missing.ckpt"], "missing.ckpt does not exist"),
         (["ckpt_path=missing.ckpt", "export.precisions=[fp32,int4]"], "unknown int4"),
         (["ckpt_path=missing.ckpt", "export.calibration.method=mse"], "export.calibration.method='mse'"),
+        (["ckpt_path=missing.ckpt", "export.parity_images=0"], "export.parity_images=0: must be a whole"),
+        (["ckpt_path=missing.ckpt", "export.calibration.batch_size=0"], "export.calibration.batch_size=0"),
+        (["ckpt_path=missing.ckpt", "export.limits.fp32_max_abs_diff=null"], "fp32_max_abs_diff=None"),
+        (["ckpt_path=missing.ckpt", "export.providers=[TPUExecutionProvider]"], "TPUExecutionProvider not"),
     ],
 )
 def test_bad_options_are_one_clear_error(tmp_path, overrides, message):
     result = run_ffd("ffd.export", *overrides, "data=synthetic", root=tmp_path, expect_ok=False)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("place", ["earlier export", "under a file"])
+def test_an_unusable_output_folder_is_refused_before_any_export(tiny_checkpoints, tmp_path, place):
+    """An earlier export's files are never replaced unasked (the folder would mix two checkpoints'
+    files), and a folder that cannot be written to fails before the minute of torch.export."""
+    out = tmp_path / "out"
+    if place == "earlier export":
+        out.mkdir()
+        (out / "vit_32px_fp16.onnx").write_bytes(b"an earlier export")
+        message = "already holds vit_32px_fp16.onnx from an earlier run. Pass overwrite=true"
+    else:
+        tmp_path.joinpath("a-file").write_text("")
+        out = tmp_path / "a-file" / "out"
+        message = "cannot be written to"
+    ckpt = f"ckpt_path={tiny_checkpoints['vit']}"
+    result = run_ffd(
+        "ffd.export", ckpt, *EXPORT_TINY, f"export.output_dir={out}", root=tmp_path, expect_ok=False
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"export.output_dir={out}" in result.stderr and message in result.stderr
+    if place == "earlier export":
+        assert sorted(p.name for p in out.iterdir()) == ["vit_32px_fp16.onnx"]
+        assert (out / "vit_32px_fp16.onnx").read_bytes() == b"an earlier export"

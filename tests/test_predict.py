@@ -25,10 +25,10 @@ from cli import run_dirs, run_ffd
 from ffd.assets import sha256_of
 from ffd.data.transforms import eval_transform
 from ffd.images import find_images, read_rgb
-from ffd.inference import OUTPUT_FILES, PredictError, Prediction, PredictRun, predict
+from ffd.inference import OUTPUT_FILES, Prediction, PredictRun, predict
 from ffd.models.classifier import load_classifier
 from ffd.report import verdict
-from ffd.runtime import exit_on_user_error
+from ffd.runtime import UserError, exit_on_user_error
 
 
 def random_image(height: int, width: int, seed: int) -> torch.Tensor:
@@ -287,7 +287,7 @@ def test_an_earlier_runs_files_are_replaced_only_when_asked(tiny_checkpoints, ph
     out = tmp_path / "run"
     out.mkdir()
     (out / "predictions.csv").write_text("an earlier run's rows\n")
-    with pytest.raises(PredictError, match="overwrite=true"):
+    with pytest.raises(UserError, match="overwrite=true"):
         predict(photos, tiny_checkpoints["vit"], out, num_workers=0, console=quiet())
     assert (out / "predictions.csv").read_text() == "an earlier run's rows\n"
     predict(photos, tiny_checkpoints["vit"], out, num_workers=0, overwrite=True, console=quiet())

@@ -32,7 +32,13 @@ from ffd.deploy.session import OnnxDetector
 from ffd.images import find_images
 from ffd.models.classifier import load_classifier
 from ffd.report import FILE_NAMES, verdict, write_bad_files
-from ffd.runtime import UserError, device_problem, folder_instead_of_file, make_output_dir
+from ffd.runtime import (
+    UserError,
+    device_problem,
+    folder_instead_of_file,
+    make_output_dir,
+    refuse_earlier_outputs,
+)
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
 OUTPUT_FILES = ("predictions.csv", "predictions.json", "bad_files.txt")
@@ -187,17 +193,6 @@ def check_options(threshold: Any, batch_size: Any, num_workers: Any, device: str
         )
 
 
-def _refuse_earlier_outputs(output: Path, overwrite: bool) -> None:
-    """Never replace an earlier run's files unasked."""
-    existing = [output / name for name in OUTPUT_FILES if (output / name).exists()]
-    if existing and not overwrite:
-        raise PredictError(
-            f"output={output} already holds {', '.join(path.name for path in existing)} from an earlier run. "
-            "Pass overwrite=true to replace them, or choose another output folder (the default is a new "
-            "folder per run)."
-        )
-
-
 def predict(
     inputs: str | Path,
     model: str | Path,
@@ -218,7 +213,7 @@ def predict(
     console = console or Console()
     files = find_images(inputs)
     output = Path(output)
-    _refuse_earlier_outputs(output, overwrite)
+    refuse_earlier_outputs(output, list(OUTPUT_FILES), overwrite)
     detector = open_detector(model, device)
     make_output_dir(output)  # after the model loaded (nothing is written for an unusable one), before it runs
     dataset = FaceImages([(str(file), -1) for file in files], eval_transform(detector.image_size))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,15 +100,27 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     )
 
 
-def make_output_dir(output: Path) -> None:
-    """Create ``output=`` before any work, so that an unwritable place fails first, in one paragraph."""
+def make_output_dir(output: Path, key: str = "output") -> None:
+    """Create the output folder (option ``key``) and write a file in it before any work, so that an
+    unwritable place fails first, in one paragraph."""
     try:
         output.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output).close()
     except OSError as error:
         raise UserError(
-            f"output={output} cannot be created ({error.strerror or error}). Choose a folder you can "
+            f"{key}={output} cannot be written to ({error.strerror or error}). Choose a folder you can "
             "write to."
         ) from None
+
+
+def refuse_earlier_outputs(output: Path, names: list[str], overwrite: bool, key: str = "output") -> None:
+    """Never replace an earlier run's files (those of ``names`` in ``output``) unless asked."""
+    existing = [name for name in names if (output / name).exists()]
+    if existing and not overwrite:
+        raise UserError(
+            f"{key}={output} already holds {', '.join(existing)} from an earlier run. Pass overwrite=true "
+            "to replace them, or choose another folder (the default is a new folder per run)."
+        )
 
 
 def folder_instead_of_file(folder: Path, key: str, suffixes: tuple[str, ...]) -> str:
@@ -137,7 +150,7 @@ OPTIONAL_MODULES = {
 
 
 def list_option(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> list[str]:
-    """A list option such as ``export.precisions``, also when given as ``key=a`` or ``key=a,b`` (Hydra
+    """A list option such as ``export.precisions``, also when given as ``key=a`` or ``'key="a,b"'`` (Hydra
     reads those as one string, which ``list()`` would split into characters); checked against
     ``choices``."""
     value = OmegaConf.select(cfg, key)

@@ -44,7 +44,7 @@ from ffd.deploy.parity import (
 from ffd.deploy.quantize import CALIBRATION_METHODS, quantize_int8
 from ffd.deploy.session import PRECISIONS, OnnxDetector, default_providers
 from ffd.models.classifier import DeepfakeClassifier, load_for_run
-from ffd.runtime import UserError, list_option
+from ffd.runtime import UserError, list_option, make_output_dir, refuse_earlier_outputs
 
 log = logging.getLogger("ffd.export")
 
@@ -58,7 +58,7 @@ LIMITS = {
 
 
 class ExportConfigError(UserError):
-    """An export option that cannot work (unknown precision or calibration method)."""
+    """An export option that cannot work (an unknown precision, method or provider, a count below 1)."""
 
 
 class ExportLimitError(UserError):
@@ -91,14 +91,48 @@ def gather_images(loader: DataLoader) -> np.ndarray:
     return torch.cat([batch["image"] for batch in loader]).numpy()
 
 
+def _count(value: Any, key: str, minimum: int = 1) -> int:
+    """An integer option that must be at least ``minimum``, or an ExportConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ExportConfigError(f"export.{key}={value!r}: must be a whole number >= {minimum}.")
+    return value
+
+
 def check_options(cfg: DictConfig) -> list[str]:
-    """The requested precisions, in PRECISIONS order; bad options raise ExportConfigError."""
+    """The requested precisions, in PRECISIONS order; every option that cannot work raises
+    ExportConfigError here, before any file is written."""
+    settings = cfg.export
     requested = list_option(cfg, "export.precisions", PRECISIONS)
-    method = cfg.export.calibration.method
-    if "int8" in requested and method not in CALIBRATION_METHODS:
-        raise ExportConfigError(
-            f"export.calibration.method={method!r} is not one of {', '.join(CALIBRATION_METHODS)}."
-        )
+    if "int8" in requested:
+        if settings.calibration.method not in CALIBRATION_METHODS:
+            raise ExportConfigError(
+                f"export.calibration.method={settings.calibration.method!r} is not one of "
+                f"{', '.join(CALIBRATION_METHODS)}."
+            )
+        _count(settings.calibration.images, "calibration.images")
+        _count(settings.calibration.batch_size, "calibration.batch_size")
+    if settings.parity_images is not None:
+        _count(settings.parity_images, "parity_images", minimum=2)  # AUROC needs both classes
+    sizes = settings.latency.batch_sizes
+    settings.latency.batch_sizes = [sizes] if isinstance(sizes, int) else sizes  # batch_sizes=8
+    for size in settings.latency.batch_sizes:
+        _count(size, "latency.batch_sizes")
+    _count(settings.latency.warmup, "latency.warmup", minimum=0)
+    _count(settings.latency.repeats, "latency.repeats")
+    for _, key in LIMITS.values():
+        bound = settings.limits.get(key)
+        if isinstance(bound, bool) or not isinstance(bound, int | float):
+            raise ExportConfigError(f"export.limits.{key}={bound!r}: must be a number.")
+    if not 0 <= settings.threshold <= 1:
+        raise ExportConfigError(f"export.threshold={settings.threshold}: must be a probability, 0 to 1.")
+    if settings.providers:
+        available = ort.get_available_providers()
+        unknown = [name for name in settings.providers if name not in available]
+        if unknown:
+            raise ExportConfigError(
+                f"export.providers: {', '.join(unknown)} not available in this onnxruntime build, which has "
+                f"{', '.join(available)}. Leave export.providers=null for the best available."
+            )
     return [p for p in PRECISIONS if p in requested]
 
 
@@ -146,8 +180,10 @@ def measure(
     """One row per model (the checkpoint first): parity, quality, size, latency; plus the number of test
     images and the providers the files ran on."""
     settings = cfg.export
-    providers = list(settings.providers) if settings.providers else default_providers()
-    detectors = {precision: OnnxDetector(path, providers=providers) for precision, path in files.items()}
+    requested = list(settings.providers) if settings.providers else default_providers()
+    detectors = {precision: OnnxDetector(path, providers=requested) for precision, path in files.items()}
+    # What the sessions run on: onnxruntime falls back to the CPU when a provider cannot start.
+    providers = list(dict.fromkeys(name for d in detectors.values() for name in d.session.get_providers()))
     predictors = {REFERENCE: torch_predictor(model.net), **detectors}
     test = sample_loader(datamodule.test_dataloader(), settings.parity_images, cfg.seed)
     labels, probs = collect_probabilities(
@@ -241,13 +277,15 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     # Piped into a file or a CI log, rich assumes 80 columns: too narrow for the table.
     console = console or Console(width=None if sys.stdout.isatty() else 140)
     precisions = check_options(cfg)
+    out = Path(cfg.export.output_dir)
     model = load_for_run(cfg).eval()
+    names = [file_name(model, precision) for precision in PRECISIONS] + [REPORT_NAME]
+    refuse_earlier_outputs(out, names, cfg.export.overwrite, key="export.output_dir")
+    make_output_dir(out, key="export.output_dir")
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("validate" if "int8" in precisions else "test")
     datamodule.setup("test")
-    out = Path(cfg.export.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     files, calibrated = write_files(cfg, model, datamodule, precisions, out)
     rows, images, providers = measure(cfg, model, datamodule, files, console)
