@@ -423,3 +423,21 @@ def test_a_damaged_landmarker_file_is_one_clear_error(tmp_path: Path, landmarker
     with pytest.raises(assets.AssetError, match="cannot load it as a Face Landmarker model") as error:
         FaceLandmarker(bad)
     assert str(bad) in str(error.value)
+
+
+def test_the_skipped_files_table_names_each_path_once(tmp_path: Path) -> None:
+    """The reader's reason starts with the path; the table has the path in its own column."""
+    from rich.console import Console
+
+    from ffd.images import UnreadableImageError, read_rgb
+    from ffd.segmentation.pipeline import Summary
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UnreadableImageError) as error:
+        read_rgb(bad)
+    assert str(error.value).startswith(f"{bad}: ")  # what the table must not repeat
+    record = {"file": str(bad), "status": "unreadable", "reason": str(error.value), "faces": None, "ms": None}
+    console = Console(record=True, width=1000)
+    Summary("regions", "out", [record]).print(console)
+    assert console.export_text().count(str(bad)) == 1

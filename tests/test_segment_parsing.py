@@ -108,6 +108,18 @@ def test_missing_weights_offline_stop_with_address_folder_and_hint(monkeypatch, 
     assert not any(cache.glob("*"))  # nothing half-written left behind
 
 
+def test_a_run_whose_weights_cannot_be_had_leaves_no_output_folder(monkeypatch, tmp_path: Path) -> None:
+    def offline(url: str, *args: object, **kwargs: object) -> Path:
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setattr(assets, "download", offline)
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skdata.astronaut()).save(photo)
+    with pytest.raises(assets.AssetError):
+        run(config(tmp_path, f"input={photo}", f"models.cache_dir={tmp_path / 'empty-cache'}"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_weights_of_another_network_stop_with_one_clear_error(tmp_path: Path) -> None:
     other = tmp_path / "resnet.pth"
     torch.save(torch.nn.Linear(3, 2).state_dict(), other)

@@ -269,7 +269,8 @@ class Summary:
             listing.add_column("file", overflow="fold")
             listing.add_column("reason", overflow="fold")
             for record in skipped:
-                listing.add_row(Text(record["file"]), Text(record["reason"]))  # [x] in a name is no markup
+                reason = record["reason"].removeprefix(f"{record['file']}: ")  # the path is said once
+                listing.add_row(Text(record["file"]), Text(reason))  # [x] in a name is no markup
             console.print(listing)
 
 
@@ -336,9 +337,9 @@ def run(cfg: Any, console: Console | None = None) -> Summary:
     output = Path(cfg.output)
     names = output_names(files)
     _check_targets(output, names, cfg.overwrite)
-    make_output_dir(output)
     summary = Summary(backend=cfg.backend, output=str(output))
     with open_backend(cfg) as backend:
+        make_output_dir(output)  # after the model loads: a model that cannot be had leaves no empty folder
         try:
             for file in track(files, description=f"segment ({cfg.backend})", console=console, transient=True):
                 summary.records.append(segment_one(backend, file, output / names[file], cfg.max_side))
