@@ -191,6 +191,14 @@ def test_progress_bar_shows_the_training_loss_read_every_n_steps_not_every_step(
     assert isinstance(shown, float) and shown == pytest.approx(float(trainer.callback_metrics["train/loss"]))
 
 
+@pytest.mark.parametrize(("max_epochs", "expected"), [(-1, "Epoch 3"), (5, "Epoch 3/4")])
+def test_the_bar_of_a_run_bounded_by_steps_has_no_epoch_total(max_epochs, expected) -> None:
+    """Lightning's bar said "Epoch 0/-2" for max_epochs=-1 (ffd.bench's loop, any max_steps run)."""
+    bar = ProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=max_epochs)
+    assert bar._get_train_description(3).strip() == expected
+
+
 def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) -> None:
     run_ffd(
         "ffd.bench",

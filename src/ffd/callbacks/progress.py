@@ -65,3 +65,10 @@ class ProgressBar(RichProgressBar):
     def _update_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._skip_metrics:
             super()._update_metrics(trainer, pl_module)
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        # Lightning writes "Epoch 0/-2" for max_epochs=-1 (a run bounded by max_steps, as in ffd.bench).
+        description = super()._get_train_description(current_epoch)
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs < 0:
+            description = description.replace(f"/{self.trainer.max_epochs - 1}", "", 1)
+        return description
