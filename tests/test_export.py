@@ -142,6 +142,7 @@ def test_a_failed_limit_leaves_the_report_and_exits_1(tiny_checkpoints, tmp_path
         (["ckpt_path=missing.ckpt", "export.calibration.batch_size=0"], "export.calibration.batch_size=0"),
         (["ckpt_path=missing.ckpt", "export.limits.fp32_max_abs_diff=null"], "fp32_max_abs_diff=None"),
         (["ckpt_path=missing.ckpt", "export.providers=[TPUExecutionProvider]"], "TPUExecutionProvider not"),
+        (["ckpt_path=missing.ckpt", "export.threshold=2"], "export.threshold=2 is not a probability"),
     ],
 )
 def test_bad_options_are_one_clear_error(tmp_path, overrides, message):
@@ -158,7 +159,7 @@ def test_an_unusable_output_folder_is_refused_before_any_export(tiny_checkpoints
     if place == "earlier export":
         out.mkdir()
         (out / "vit_32px_fp16.onnx").write_bytes(b"an earlier export")
-        message = "already holds vit_32px_fp16.onnx from an earlier run. Pass overwrite=true"
+        message = "already holds vit_32px_fp16.onnx from an earlier run. Pass export.overwrite=true"
     else:
         tmp_path.joinpath("a-file").write_text("")
         out = tmp_path / "a-file" / "out"
@@ -172,3 +173,16 @@ def test_an_unusable_output_folder_is_refused_before_any_export(tiny_checkpoints
     if place == "earlier export":
         assert sorted(p.name for p in out.iterdir()) == ["vit_32px_fp16.onnx"]
         assert (out / "vit_32px_fp16.onnx").read_bytes() == b"an earlier export"
+
+
+def test_an_integer_threshold_is_taken_as_a_probability():
+    """export.threshold=1 reaches the options as an int, which torchmetrics refused after the export."""
+    from hydra import compose, initialize_config_dir
+
+    from ffd.deploy.pipeline import check_options
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose(config_name="export", overrides=["export.threshold=1"])
+    check_options(cfg)
+    assert isinstance(cfg.export.threshold, float) and cfg.export.threshold == 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from ffd.report import (
     compute_metrics,
     pick_verdict_examples,
     verdict,
+    verdicts_figure,
     write_report,
 )
 
@@ -115,3 +117,78 @@ def test_the_logged_test_metrics_call_verdicts_at_the_reports_threshold(tmp_path
     model.val_metrics.update(probs, labels)
     assert model.test_metrics.compute()["test/accuracy"] == 1.0
     assert model.val_metrics.compute()["val/accuracy"] == 0.5  # validation keeps 0.5
+
+
+@pytest.mark.parametrize("only", [0, 1])
+def test_a_one_class_report_has_null_curves_a_note_and_strict_json(tmp_path, predictions, only):
+    """AUROC and AUPRC need both classes: metrics.json said NaN, which strict JSON parsers refuse."""
+    one_class = Predictions(predictions.paths, np.full(40, only), predictions.logits)
+    out = tmp_path / "report"
+    write_report(out, one_class)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"metrics.json holds {constant}")
+
+    summary = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
+    assert summary["metrics"]["auroc"] is None and summary["metrics"]["auprc"] is None
+    assert summary["metrics"]["accuracy"] is not None
+    assert f"every test image is {'real' if only == 0 else 'fake'}" in summary["notes"][0]
+    assert not (out / "roc.png").exists() and not (out / "pr.png").exists()
+    assert (out / "verdicts.png").exists() and (out / "confusion_matrix.png").exists()
+
+
+def test_a_two_class_report_has_no_notes(tmp_path, predictions):
+    summary, _ = write_report(tmp_path, predictions)
+    assert summary["notes"] == []
+
+
+def test_verdict_tiles_cut_long_file_names_and_a_small_grid_fits_its_title(tmp_path, predictions):
+    long_name = tmp_path / "fake" / ("a-very-long-generated-file-name-" * 4 + "end.png")
+    long_name.parent.mkdir()
+    long_name.write_bytes(Path(predictions.paths[0]).read_bytes())
+    one = Predictions([str(long_name)], np.array([1]), np.array([2.0]))
+    fig = verdicts_figure(one, threshold=0.5)
+    title = fig.axes[0].get_title()
+    name_line = title.splitlines()[-1]
+    assert name_line.startswith("fake/a-very") and name_line.endswith("end.png") and "…" in name_line
+    assert len(name_line) <= 30
+    assert fig.get_figwidth() >= 7.8  # the suptitle is about 7 inches wide at its font size
+
+
+@pytest.mark.parametrize("threshold", [1.5, -0.1, "abc", True])
+def test_a_report_threshold_out_of_range_is_refused_at_once(tmp_path, threshold):
+    from ffd.callbacks.report import ReportWriter
+    from ffd.runtime import UserError
+
+    with pytest.raises(UserError, match=f"callbacks.report.threshold={threshold} is not a probability"):
+        ReportWriter(tmp_path, threshold=threshold)
+
+
+def test_an_integer_report_threshold_works(tmp_path):
+    """callbacks.report.threshold=1 reaches the callback as an int, which torchmetrics refused after the
+    whole test epoch."""
+    from ffd.callbacks.report import ReportWriter
+
+    writer = ReportWriter(tmp_path, threshold=1)
+    assert isinstance(writer.threshold, float)
+    labels, logits = np.array([0, 1]), np.array([-1.0, 1.0])
+    summary, _ = write_report(tmp_path, Predictions(["a", "b"], labels, logits), threshold=writer.threshold)
+    assert summary["metrics"]["recall"] == 0.0  # nothing is above P(fake) = 1
+
+
+def test_one_class_test_metrics_are_logged_as_nan_not_zero(tmp_path):
+    """With only fakes in the test split, torchmetrics scores AUROC 0 and AUPRC 1: numbers that mean
+    nothing, which reached TensorBoard and the value a sweep optimises."""
+    import lightning as L
+
+    from ffd.models.classifier import DeepfakeClassifier
+
+    torch.manual_seed(0)
+    model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 8, "depth": 1})
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    data = [{"image": images[i], "label": torch.tensor(1.0)} for i in range(6)]
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.test(model, torch.utils.data.DataLoader(data, batch_size=3), verbose=False)
+    metrics = trainer.callback_metrics
+    assert torch.isnan(metrics["test/auroc"]) and torch.isnan(metrics["test/auprc"])
+    assert 0.0 <= float(metrics["test/accuracy"]) <= 1.0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from omegaconf import OmegaConf
 
-from ffd.runtime import UserError, folder_instead_of_file, list_option
+from ffd.runtime import UserError, folder_instead_of_file, list_option, refuse_earlier_outputs
 
 CHOICES = ("fp32", "fp16", "int8")
 
@@ -32,8 +34,39 @@ def test_a_folder_given_for_a_model_file_lists_the_files_that_would_do(tmp_path)
     for name in ("epoch002-auroc0.9100.ckpt", "last.ckpt", "notes.txt"):
         (checkpoints / name).write_bytes(b"")
     message = folder_instead_of_file(tmp_path / "run", "ckpt_path", (".ckpt",))
-    assert message.startswith(f"ckpt_path={tmp_path / 'run'} is a folder; pass one of its files: ")
+    assert message.startswith(
+        f"ckpt_path={tmp_path / 'run'} is a folder; pass one of its files (newest first): "
+    )
     assert str(checkpoints / "epoch002-auroc0.9100.ckpt") in message and "notes.txt" not in message
     assert "last.ckpt is the latest epoch" in message
     empty = folder_instead_of_file(tmp_path / "run", "model", (".onnx",))
-    assert "holds no .onnx file" in empty
+    assert "neither it nor the folders up to two levels below it hold a .onnx file" in empty
+
+
+def test_the_train_outputs_folder_lists_its_runs_checkpoints_newest_first(tmp_path) -> None:
+    """``ckpt_path=outputs/train`` is two levels above the checkpoints: the newest run's come first."""
+    runs = tmp_path / "outputs" / "train"
+    for age, run in enumerate(("2026-11-26_10-00-00", "2026-11-25_09-00-00")):
+        checkpoint = runs / run / "checkpoints" / "last.ckpt"
+        checkpoint.parent.mkdir(parents=True)
+        checkpoint.write_bytes(b"")
+        os.utime(checkpoint, (1e9 - age * 1e6, 1e9 - age * 1e6))
+    message = folder_instead_of_file(runs, "ckpt_path", (".ckpt",))
+    newest, older = (
+        str(runs / run / "checkpoints" / "last.ckpt")
+        for run in ("2026-11-26_10-00-00", "2026-11-25_09-00-00")
+    )
+    assert newest in message and older in message
+    assert message.index(newest) < message.index(older)
+
+
+def test_an_earlier_output_is_refused_naming_the_callers_overwrite_option(tmp_path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"earlier")
+    refuse_earlier_outputs(tmp_path, ["other.onnx"], overwrite=False)
+    refuse_earlier_outputs(tmp_path, ["model.onnx"], overwrite=True)
+    with pytest.raises(
+        UserError, match=r"already holds model\.onnx from an earlier run\. Pass export\.overwrite=true"
+    ):
+        refuse_earlier_outputs(
+            tmp_path, ["model.onnx"], False, key="export.output_dir", overwrite_key="export.overwrite"
+        )

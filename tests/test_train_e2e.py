@@ -121,7 +121,7 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, content):
 def test_resuming_from_a_wrong_checkpoint_path_is_one_clear_error(tiny_checkpoints, tmp_path, given):
     run_folder = tiny_checkpoints["vit"].parent.parent
     path, model, message = {
-        "folder": (run_folder, "vit", f"is a folder; pass one of its files: {run_folder}/checkpoints/"),
+        "folder": (run_folder, "vit", f"is a folder; pass one of its files (newest first): {run_folder}/checkpoints/"),
         "missing": (tmp_path / "absent.ckpt", "vit", "absent.ckpt does not exist"),
         "other model": (tiny_checkpoints["vit"], "densenet", "holds a 'vit' model, not the 'densenet'"),
     }[given]

@@ -38,6 +38,7 @@ from ffd.runtime import (
     folder_instead_of_file,
     make_output_dir,
     refuse_earlier_outputs,
+    threshold_problem,
 )
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
@@ -179,8 +180,8 @@ class PredictRun:
 def check_options(threshold: Any, batch_size: Any, num_workers: Any, device: str) -> None:
     """Refuse an option out of range before any file is read, naming the option."""
     problems = []
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        problems.append(f"threshold={threshold} is not a probability: pick a value between 0 and 1")
+    if problem := threshold_problem(threshold, "threshold"):
+        problems.append(problem)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"batch_size={batch_size} must be a whole number, at least 1")
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -59,6 +60,27 @@ def verdict(prob_fake: float, threshold: float = 0.5) -> tuple[str, float]:
     strictly, as torchmetrics counts a positive, so that verdicts and metrics agree at the threshold."""
     is_fake = prob_fake > threshold
     return (LABELS[1], prob_fake) if is_fake else (LABELS[0], 1.0 - prob_fake)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN (e.g. the AUROC of a one-class set) as None: JSON has no NaN, and
+    ``json.dumps`` would write a bare ``NaN`` that strict parsers refuse."""
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def one_class_note(real: int, fake: int) -> str | None:
+    """Why AUROC, AUPRC and their curves are missing, or None when both classes are there."""
+    if real and fake:
+        return None
+    only = LABELS[0] if real else LABELS[1]
+    return (
+        f"AUROC and AUPRC are null and roc.png and pr.png are not drawn: every test image is {only}, and "
+        "both classes are needed to rank fakes above reals."
+    )
 
 
 def compute_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -164,13 +186,24 @@ def pick_verdict_examples(labels: np.ndarray, probs: np.ndarray, threshold: floa
     return [int(i) for i in np.concatenate([wrong, np.unique(spread)])]
 
 
+def _shortened(path: Path, width: int = 30) -> str:
+    """``class/file`` cut in the middle to fit a tile's title; predictions.csv has the whole path."""
+    name = f"{path.parent.name}/{path.name}"
+    if len(name) <= width:
+        return name
+    keep = width - 1
+    return name[: keep - keep // 2] + "…" + name[-(keep // 2) :]
+
+
 def verdicts_figure(predictions: Predictions, threshold: float, count: int = 16) -> Figure:
     """A grid of test images with true class, predicted class and confidence, as in the reference."""
     probs = predictions.probs
     chosen = pick_verdict_examples(predictions.labels, probs, threshold, count)
     columns = min(4, max(len(chosen), 1))
     rows = max(math.ceil(len(chosen) / columns), 1)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), dpi=110, squeeze=False)
+    # At least three tiles wide, so that the title fits over a grid of one or two images.
+    width = 2.6 * max(columns, 3)
+    fig, axes = plt.subplots(rows, columns, figsize=(width, 2.9 * rows + 0.3), dpi=110, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, index in zip(axes.flat, chosen, strict=False):
@@ -183,7 +216,7 @@ def verdicts_figure(predictions: Predictions, threshold: float, count: int = 16)
         said, confidence = verdict(float(probs[index]), threshold)
         colour = "#1a9850" if said == truth else "#d73027"
         ax.set_title(
-            f"true {truth} · said {said}\n{confidence:.1%} sure · {Path(path).parent.name}/{Path(path).name}",
+            f"true {truth} · said {said} · {confidence:.1%} sure\n{_shortened(Path(path))}",
             fontsize=8.5,
             color=colour,
         )
@@ -253,16 +286,23 @@ def write_report(
         "model": dict(model or {}),
         "data": dict(data or {}),
         **dict(extra or {}),
+        "notes": [note]
+        if (note := one_class_note(int((labels == 0).sum()), int((labels == 1).sum())))
+        else [],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_predictions_csv(out / "predictions.csv", predictions, threshold)
     write_bad_files(out / "bad_files.txt", bad_files)
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    text = json.dumps(json_safe(summary), indent=2, default=str, allow_nan=False)
+    (out / "metrics.json").write_text(text + "\n")
     figures = {"confusion_matrix": confusion_figure(labels, probs, threshold)}
     if not math.isnan(metrics["auroc"]):
         figures["roc"] = roc_figure(labels, probs, metrics["auroc"])
         figures["pr"] = pr_figure(labels, probs, metrics["auprc"])
     figures["verdicts"] = verdicts_figure(predictions, threshold, verdict_images)
-    for name, fig in figures.items():
-        fig.savefig(out / f"{name}.png")
+    with warnings.catch_warnings():
+        # A file name in a script the font lacks (CJK) is drawn with boxes; the CSV has it exact.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        for name, fig in figures.items():
+            fig.savefig(out / f"{name}.png")
     return summary, figures

@@ -113,30 +113,48 @@ def make_output_dir(output: Path, key: str = "output") -> None:
         ) from None
 
 
-def refuse_earlier_outputs(output: Path, names: list[str], overwrite: bool, key: str = "output") -> None:
+def refuse_earlier_outputs(
+    output: Path, names: list[str], overwrite: bool, key: str = "output", overwrite_key: str = "overwrite"
+) -> None:
     """Never replace an earlier run's files (those of ``names`` in ``output``) unless asked."""
     existing = [name for name in names if (output / name).exists()]
     if existing and not overwrite:
         raise UserError(
-            f"{key}={output} already holds {', '.join(existing)} from an earlier run. Pass overwrite=true "
-            "to replace them, or choose another folder (the default is a new folder per run)."
+            f"{key}={output} already holds {', '.join(existing)} from an earlier run. "
+            f"Pass {overwrite_key}=true to replace them, or choose another folder "
+            "(the default is a new folder per run)."
         )
 
 
+def threshold_problem(value: Any, key: str) -> str | None:
+    """Why ``value`` cannot be a P(fake) threshold, or None. (An int 0 or 1 is fine: pass float(value)
+    on, as torchmetrics refuses ints.)"""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        return f"{key}={value} is not a probability: pick a value between 0 and 1"
+    return None
+
+
 def folder_instead_of_file(folder: Path, key: str, suffixes: tuple[str, ...]) -> str:
-    """The message for a folder given where a model file is expected: the files in it (or one level down,
-    e.g. a run folder's checkpoints/) that would do, so the user can copy one."""
+    """The message for a folder given where a model file is expected: the files in it, or up to two levels
+    down (``outputs/train`` -> ``<run>/checkpoints/``), newest first, so the user can copy one."""
     found = sorted(
-        path
-        for pattern in ("*", "*/*")
-        for path in folder.glob(pattern)
-        if path.suffix.lower() in suffixes and path.is_file()
+        (
+            path
+            for pattern in ("*", "*/*", "*/*/*")
+            for path in folder.glob(pattern)
+            if path.suffix.lower() in suffixes and path.is_file()
+        ),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
     )
     if not found:
         kinds = " or ".join(suffixes)
-        return f"{key}={folder} is a folder, and holds no {kinds} file (nor do its sub-folders). Pass a file."
+        return (
+            f"{key}={folder} is a folder, and neither it nor the folders up to two levels below it hold a "
+            f"{kinds} file. Pass a file."
+        )
     names = ", ".join(str(path) for path in found[:6]) + (f" and {len(found) - 6} more" if found[6:] else "")
-    message = f"{key}={folder} is a folder; pass one of its files: {names}."
+    message = f"{key}={folder} is a folder; pass one of its files (newest first): {names}."
     if any(path.name == "last.ckpt" for path in found):
         message += " last.ckpt is the latest epoch, epochNNN-aurocX.ckpt the best by validation AUROC."
     return message

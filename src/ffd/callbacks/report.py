@@ -7,6 +7,7 @@ TensorBoard, and ``hp_metric`` is set to the test AUROC so the hparams tab ranks
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ffd import record
-from ffd.report import Predictions, write_bad_files, write_report
-from ffd.runtime import UserError
+from ffd.report import Predictions, json_safe, write_bad_files, write_report
+from ffd.runtime import UserError, threshold_problem
 
 
 def _gather(items: list[Any], trainer: L.Trainer) -> list[Any]:
@@ -44,7 +45,9 @@ class ReportWriter(L.Callback):
 
     def __init__(self, output_dir: str | Path, threshold: float = 0.5, verdict_images: int = 16) -> None:
         self.output_dir = Path(output_dir)
-        self.threshold = threshold
+        if problem := threshold_problem(threshold, "callbacks.report.threshold"):
+            raise UserError(f"{problem}.")
+        self.threshold = float(threshold)  # threshold=1 is an int, which torchmetrics refuses
         self.verdict_images = verdict_images
         self.bad_files: set[tuple[str, str]] = set()  # every split's, for bad_files.txt
         self._test_bad: set[tuple[str, str]] = set()  # the test split's, for the counts beside its metrics
@@ -146,7 +149,8 @@ class ReportWriter(L.Callback):
                 for name, fig in figures.items():
                     logger.experiment.add_figure(f"report/{name}", fig, global_step=trainer.global_step)
                 auroc = self.summary["metrics"]["auroc"]
-                logger.experiment.add_scalar("hp_metric", torch.tensor(auroc), trainer.global_step)
+                if not math.isnan(auroc):  # NaN: one class only (the report's notes say so)
+                    logger.experiment.add_scalar("hp_metric", torch.tensor(auroc), trainer.global_step)
                 logger.experiment.flush()
 
     def _print(self, summary: dict[str, Any]) -> None:
@@ -158,15 +162,18 @@ class ReportWriter(L.Callback):
         table.add_column("metric")
         table.add_column("value", justify="right")
         for name, value in summary["metrics"].items():
-            table.add_row(name, f"{value:.4f}")
+            table.add_row(name, "n/a" if math.isnan(value) else f"{value:.4f}")
         table.add_row("unreadable test files skipped", str(counts["unreadable_skipped"]))
         console = Console()
         console.print(table)
+        for note in summary["notes"]:
+            console.print(note, markup=False)
+            record.warning("%s", note)
         console.print(f"Report written to [bold]{self.output_dir}[/bold]")
         record.info(
             "Test report: %s images (%s real, %s fake), threshold %g, %s unreadable skipped; metrics %s",
             *(counts[key] for key in ("images", "real", "fake")),
             summary["threshold"],
             counts["unreadable_skipped"],
-            json.dumps(summary["metrics"]),
+            json.dumps(json_safe(summary["metrics"])),
         )

@@ -6,7 +6,6 @@ Every figure of ``export_report.json`` is computed here, so the export and the s
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -90,8 +89,3 @@ def latency(
         images = rng.integers(0, 256, (size, 3, image_size, image_size)).astype(np.float32)
         result[f"batch_{size}"] = median_ms(lambda images=images: predict(images), warmup, repeats)
     return result
-
-
-def finite_or_none(value: float) -> float | None:
-    """NaN (e.g. AUROC of a one-class set) as JSON null."""
-    return None if isinstance(value, float) and math.isnan(value) else value

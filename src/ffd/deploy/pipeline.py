@@ -36,7 +36,6 @@ from ffd.deploy.parity import (
     REFERENCE,
     collect_probabilities,
     differences,
-    finite_or_none,
     latency,
     quality,
     torch_predictor,
@@ -44,7 +43,8 @@ from ffd.deploy.parity import (
 from ffd.deploy.quantize import CALIBRATION_METHODS, quantize_int8
 from ffd.deploy.session import PRECISIONS, OnnxDetector, default_providers
 from ffd.models.classifier import DeepfakeClassifier, load_for_run
-from ffd.runtime import UserError, list_option, make_output_dir, refuse_earlier_outputs
+from ffd.report import json_safe
+from ffd.runtime import UserError, list_option, make_output_dir, refuse_earlier_outputs, threshold_problem
 
 log = logging.getLogger("ffd.export")
 
@@ -123,8 +123,9 @@ def check_options(cfg: DictConfig) -> list[str]:
         bound = settings.limits.get(key)
         if isinstance(bound, bool) or not isinstance(bound, int | float):
             raise ExportConfigError(f"export.limits.{key}={bound!r}: must be a number.")
-    if not 0 <= settings.threshold <= 1:
-        raise ExportConfigError(f"export.threshold={settings.threshold}: must be a probability, 0 to 1.")
+    if problem := threshold_problem(settings.threshold, "export.threshold"):
+        raise ExportConfigError(f"{problem}.")
+    settings.threshold = float(settings.threshold)  # threshold=1 is an int, which torchmetrics refuses
     if settings.providers:
         available = ort.get_available_providers()
         unknown = [name for name in settings.providers if name not in available]
@@ -261,14 +262,6 @@ def machine(providers: list[str]) -> dict[str, Any]:
     }
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return finite_or_none(value)
-
-
 def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` in ``cfg.export.precisions``; return the report (also written to disk).
 
@@ -280,7 +273,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     out = Path(cfg.export.output_dir)
     model = load_for_run(cfg).eval()
     names = [file_name(model, precision) for precision in PRECISIONS] + [REPORT_NAME]
-    refuse_earlier_outputs(out, names, cfg.export.overwrite, key="export.output_dir")
+    refuse_earlier_outputs(
+        out, names, cfg.export.overwrite, key="export.output_dir", overwrite_key="export.overwrite"
+    )
     make_output_dir(out, key="export.output_dir")
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
@@ -315,7 +310,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         "machine": machine(providers),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (out / REPORT_NAME).write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+    (out / REPORT_NAME).write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     print_table(console, rows, images, list(cfg.export.latency.batch_sizes))
     console.print(f"Files and {REPORT_NAME} in {out}")
     if failures:

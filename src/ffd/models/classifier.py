@@ -31,11 +31,16 @@ from torchmetrics.classification import (
 from ffd.models import create_net
 from ffd.runtime import folder_instead_of_file, load_failure
 
-# The sanity-check batches of an unshuffled validation set may hold one class only, which makes
-# torchmetrics warn about meaningless curves; a split with a class missing is refused at setup anyway.
-warnings.filterwarnings("ignore", message="No (negative|positive) samples in targets")
+# With one class in the targets torchmetrics warns and scores the curves 0 or 1; ffd logs them as NaN
+# instead (_log_epoch_metrics), and the report says why. Seen in the sanity check of an unshuffled
+# validation set, and in a test split whose other class was all unreadable.
+warnings.filterwarnings("ignore", message="No (negative|positive) samples (found )?in target")
 
 log = logging.getLogger(__name__)
+
+
+# The metrics that rank fakes above reals: they need both classes in the targets.
+CURVE_METRICS = ("auroc", "auprc")
 
 
 def _metrics(prefix: str) -> MetricCollection:
@@ -222,6 +227,9 @@ class DeepfakeClassifier(L.LightningModule):
         if _distributed():  # compute() gathers from every process: all of them take part, or none
             updated = self.trainer.strategy.reduce_boolean_decision(updated, all=False)
         scores = metrics.compute() if updated else None
+        if scores is not None and not self._both_classes_seen(metrics):
+            for name in CURVE_METRICS:
+                scores[metrics.prefix + name] = torch.full_like(scores[metrics.prefix + name], math.nan)
         if scores is not None:
             self.log_dict(scores, sync_dist=True)
             if loss is not None:
@@ -236,6 +244,15 @@ class DeepfakeClassifier(L.LightningModule):
         if loss is not None:
             loss.reset()
         return scores
+
+    def _both_classes_seen(self, metrics: MetricCollection) -> bool:
+        """Whether the epoch's targets (on every process) held real and fake images: the ranking metrics
+        mean nothing otherwise. Read from the verdict metrics' confusion counts, once per epoch."""
+        counts = metrics.__getitem__("accuracy", copy_state=False)
+        per_class = torch.stack([(counts.tp + counts.fn).sum(), (counts.tn + counts.fp).sum()])
+        if _distributed():
+            per_class = self.trainer.strategy.reduce(per_class, reduce_op="sum")
+        return bool((per_class > 0).all())
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics(self.train_metrics)
