@@ -70,3 +70,18 @@ def test_an_earlier_output_is_refused_naming_the_callers_overwrite_option(tmp_pa
         refuse_earlier_outputs(
             tmp_path, ["model.onnx"], False, key="export.output_dir", overwrite_key="export.overwrite"
         )
+
+
+def test_lightning_adverts_are_dropped_from_the_console_and_the_log() -> None:
+    import logging
+
+    from ffd import WithoutLightningTips
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, message, (), None
+        )
+
+    tips = WithoutLightningTips()
+    assert not tips.filter(record("💡 Tip: For seamless cloud logging, try installing litlogger"))
+    assert tips.filter(record("GPU available: False, used: False"))

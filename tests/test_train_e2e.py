@@ -55,6 +55,7 @@ def test_multirun_trains_both_models_then_eval_reads_a_checkpoint(tiny_runs, tmp
         assert log.count("Dataset ") == 1 and "train 12 real, 12 fake, 0 skipped" in log
         assert log.count("Test report: 12 images (6 real, 6 fake)") == 1
         assert json.dumps(summary["metrics"]["auroc"]) in log
+        assert "GPU available" in log and "💡 Tip" not in log  # Lightning's messages, not its adverts
 
     checkpoint = tiny_runs["vit"] / "checkpoints" / "last.ckpt"
     assert (
@@ -121,7 +122,11 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, content):
 def test_resuming_from_a_wrong_checkpoint_path_is_one_clear_error(tiny_checkpoints, tmp_path, given):
     run_folder = tiny_checkpoints["vit"].parent.parent
     path, model, message = {
-        "folder": (run_folder, "vit", f"is a folder; pass one of its files (newest first): {run_folder}/checkpoints/"),
+        "folder": (
+            run_folder,
+            "vit",
+            f"is a folder; pass one of its files (newest first): {run_folder}/checkpoints/",
+        ),
         "missing": (tmp_path / "absent.ckpt", "vit", "absent.ckpt does not exist"),
         "other model": (tiny_checkpoints["vit"], "densenet", "holds a 'vit' model, not the 'densenet'"),
     }[given]

@@ -4,6 +4,7 @@ Label convention everywhere (files, metrics, exports): 0 = real, 1 = fake; a pro
 """
 
 import logging
+import warnings
 
 __version__ = "0.1.0"
 
@@ -13,3 +14,15 @@ LABELS = {0: "real", 1: "fake"}
 # Outside a Hydra run it only reaches handlers the application set up (never Python's stderr fallback).
 record = logging.getLogger("ffd.record")
 record.addHandler(logging.NullHandler())
+
+
+class WithoutLightningTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger"), printed on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+# Lightning 2.6 under torch >= 2.10 warns about its own use of torch's LeafSpec at every test and predict
+# run: nothing a user can act on.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

@@ -168,7 +168,6 @@ class ReportWriter(L.Callback):
         console.print(table)
         for note in summary["notes"]:
             console.print(note, markup=False)
-            record.warning("%s", note)
         console.print(f"Report written to [bold]{self.output_dir}[/bold]")
         record.info(
             "Test report: %s images (%s real, %s fake), threshold %g, %s unreadable skipped; metrics %s",
@@ -177,3 +176,5 @@ class ReportWriter(L.Callback):
             counts["unreadable_skipped"],
             json.dumps(json_safe(summary["metrics"])),
         )
+        for note in summary["notes"]:
+            record.warning("%s", note)
