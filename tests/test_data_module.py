@@ -175,6 +175,27 @@ def test_missing_root_error_from_the_module() -> None:
         FacesDataModule(None, num_workers=0).setup("fit")
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "data.batch_size=0 must be a whole number, at least 1"),
+        ({"num_workers": -1}, "data.num_workers=-1 must be null (from the CPU count) or 0 or more"),
+        (
+            {"batch_size": 2.5, "augment_on": "gpus"},
+            "data.batch_size=2.5 must be a whole number, at least 1"
+            " (images per device); data.augment_on=gpus must be cpu or gpu.",
+        ),
+    ],
+)
+def test_loader_options_that_cannot_work_are_refused_before_indexing(faces: Path, options, message) -> None:
+    """torch's DataLoader refused these only after the data set was indexed and the model built."""
+    from ffd.runtime import UserError
+
+    with pytest.raises(UserError) as error:
+        FacesDataModule(str(faces), **options)
+    assert message in str(error.value)
+
+
 def test_synthetic_config_generates_and_loads(tmp_path: Path) -> None:
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(

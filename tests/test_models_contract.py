@@ -120,9 +120,27 @@ def test_densenet_config_takes_either_schedule(name: str) -> None:
         assert (scheduler["scheduler"].factor, scheduler["scheduler"].patience) == (0.5, 2)
     else:
         assert isinstance(scheduler, CosineSchedule) and scheduler.total_epochs == 5
-    model.hparams["scheduler"] = {"name": name, "patiense": 2}
-    with pytest.raises(ValueError, match="unknown keys"):
-        model.configure_optimizers()
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler", "message"),
+    [
+        ({}, {"name": "plateau", "patiense": 2}, "model.scheduler has unknown key(s) patiense; known: "),
+        ({}, {"name": "cosin"}, "model.scheduler.name=cosin is not one of: plateau, cosine, none."),
+        ({"lr": -1}, None, "model.optimizer.lr=-1 must be a positive number"),
+        ({"lr": "fast"}, None, "model.optimizer.lr=fast must be a positive number"),
+    ],
+)
+def test_training_settings_that_cannot_work_are_refused_when_the_model_is_built(
+    optimizer, scheduler, message
+):
+    """These failed in configure_optimizers (or inside AdamW), after the data were indexed: a traceback."""
+    from ffd.runtime import UserError
+
+    net = {"name": "vit", "image_size": 16, "dim": 8, "depth": 1}
+    with pytest.raises(UserError) as error:
+        DeepfakeClassifier(net=net, optimizer=optimizer, scheduler=scheduler)
+    assert message in str(error.value)
 
 
 def test_a_checkpoint_that_needs_pickled_code_is_refused_in_one_line(tmp_path) -> None:

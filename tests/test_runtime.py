@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -85,3 +86,58 @@ def test_lightning_adverts_are_dropped_from_the_console_and_the_log() -> None:
     tips = WithoutLightningTips()
     assert not tips.filter(record("💡 Tip: For seamless cloud logging, try installing litlogger"))
     assert tips.filter(record("GPU available: False, used: False"))
+
+
+def _train_config(output: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        return compose("train", overrides=["data=synthetic", f"paths.output_dir={output}", *overrides])
+
+
+def test_ddp_on_cpus_trains_without_syncbatchnorm_and_without_a_logger_without_lr_monitor(
+    monkeypatch, tmp_path
+):
+    """torch's DDP refuses SyncBatchNorm off CUDA (trainer=ddp on a CPU machine failed at the first step),
+    and Lightning refuses a learning-rate monitor without a logger (~logger)."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from ffd.runtime import make_trainer
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg = _train_config(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "~logger")
+    assert cfg.trainer.sync_batchnorm is True  # the config's setting, for GPUs
+    trainer = make_trainer(cfg, loggers=[])
+    assert trainer.strategy._layer_sync is None and cfg.trainer.sync_batchnorm is False
+    assert not any(isinstance(callback, LearningRateMonitor) for callback in trainer.callbacks)
+
+
+def test_ddp_that_reruns_the_command_is_refused_inside_a_sweep(monkeypatch, tmp_path):
+    """Lightning starts DDP's extra processes by re-running sys.argv: in a -m sweep each would run the
+    whole sweep again."""
+    from ffd import runtime
+
+    cfg = _train_config(tmp_path, "trainer=ddp", "trainer.accelerator=cpu")
+    monkeypatch.setattr(runtime, "in_sweep", lambda: True)
+    with pytest.raises(UserError, match="inside a -m sweep"):
+        runtime.make_trainer(cfg, loggers=[])
+    single = _train_config(tmp_path, "trainer=cpu")
+    assert runtime.make_trainer(single, loggers=[]).strategy.launcher is None
+
+
+def test_a_user_error_in_one_sweep_job_fails_that_job_only(monkeypatch, capsys):
+    """SystemExit ended a whole -m sweep at its first bad job; Hydra counts an exception as one failed
+    job, runs the others and exits 1 at the end."""
+    from ffd import runtime
+
+    @runtime.exit_on_user_error
+    def job() -> None:
+        raise UserError("model.net.image_size=16 but data.image_size=32")
+
+    with pytest.raises(SystemExit):
+        job()
+    monkeypatch.setattr(runtime, "in_sweep", lambda: True)
+    with pytest.raises(UserError, match=r"model\.net\.image_size=16"):
+        job()
+    assert capsys.readouterr().err.count("ffd: error: model.net.image_size=16") == 2

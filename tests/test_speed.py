@@ -22,7 +22,7 @@ from ffd.data.datamodule import FacesDataModule, default_num_workers
 from ffd.data.synthetic import generate
 from ffd.data.transforms import ResizeIfNeeded
 from ffd.models.classifier import DeepfakeClassifier, make_adamw
-from ffd.runtime import gpu_precision
+from ffd.runtime import UserError, gpu_precision
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -130,6 +130,19 @@ def test_loader_workers_are_shared_between_the_processes_of_a_machine(monkeypatc
     assert default_num_workers() == 0
 
 
+@pytest.mark.parametrize("bound", [True, False])
+def test_a_slurm_task_takes_its_cpus_per_task_whether_bound_to_them_or_not(monkeypatch, bound) -> None:
+    """8 GPU tasks per node, 8 CPUs each: 7 workers per task. With SLURM's CPU binding, the task's affinity
+    is its own 8 CPUs, which ffd used to divide by 8 processes again (no workers: the GPU starved)."""
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    cpus = set(range(8)) if bound else set(range(64))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus)
+    assert default_num_workers(processes=8) == 7
+    monkeypatch.delenv("SLURM_STEP_ID")  # an sbatch script itself, not a task srun started
+    assert default_num_workers(processes=8) == (0 if bound else 7)
+
+
 def test_augment_on_gpu_leaves_workers_decoding_and_augments_train_batches_after_transfer(tmp_path) -> None:
     root = generate(tmp_path, image_size=16, train=8, val=4, test=4, progress=False)
     module = FacesDataModule(str(root), image_size=16, batch_size=8, num_workers=0, augment_on="gpu")
@@ -144,7 +157,7 @@ def test_augment_on_gpu_leaves_workers_decoding_and_augments_train_batches_after
     augmented = module.on_after_batch_transfer(dict(batch), 0)["image"]
     assert augmented.dtype == torch.uint8 and augmented.shape == original.shape
     assert not torch.equal(augmented, original)
-    with pytest.raises(ValueError, match="augment_on"):
+    with pytest.raises(UserError, match=r"data\.augment_on=tpu must be cpu or gpu"):
         FacesDataModule(str(root), augment_on="tpu")
 
 

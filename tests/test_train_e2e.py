@@ -279,3 +279,28 @@ def test_a_config_object_that_cannot_be_built_is_one_clear_error(tmp_path, overr
     assert "Error in call to target" not in result.stderr
     if "trainer=gpu" in overrides and not torch.cuda.is_available():
         assert "use trainer=cpu" in result.stderr
+
+
+def test_a_sweep_ranks_runs_by_the_best_validation_auroc_never_the_test_split(tmp_path):
+    """The value returned to a Hydra sweeper was the test AUROC (tuning on the test split) or, without
+    testing, the last epoch's validation AUROC rather than the tested (best) epoch's."""
+    from hydra import compose, initialize_config_dir
+
+    from ffd import train
+
+    overrides = [*TINY, "model=vit", "trainer.max_epochs=3", "model.optimizer.lr=0.05", "logger=csv"]
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *overrides,
+                f"paths.output_dir={tmp_path / 'run'}",
+                f"paths.data_dir={tmp_path / 'data'}",
+            ],
+        )
+    sweep_value = train.main.__wrapped__.__wrapped__(cfg)  # the task function under hydra.main
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as handle:
+        logged = [float(row["val/auroc"]) for row in csv.DictReader(handle) if row.get("val/auroc")]
+    assert len(logged) == 3
+    assert sweep_value == pytest.approx(max(logged))

@@ -241,9 +241,21 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
                 raise
             print(f"\nffd: error: {message}", file=sys.stderr)
             record.error("ffd: error: %s", message)  # a failed run's folder says why it failed
+            if in_sweep():
+                # Hydra's launcher counts an exception as one failed job, runs the other jobs, and exits
+                # 1 at the end; SystemExit would end the whole sweep here.
+                raise UserError(message) from None
             raise SystemExit(1) from None
 
     return wrapper
+
+
+def in_sweep() -> bool:
+    """Whether this is one job of a Hydra multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -253,13 +265,45 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node, _convert_="all") for node in group.values() if node and "_target_" in node]
 
 
+def make_trainer(cfg: DictConfig, loggers: list[Any]) -> Any:
+    """The ``cfg.trainer`` Lightning Trainer with ``cfg.callbacks``, less the settings that cannot work here.
+
+    - ``sync_batchnorm`` (trainer=ddp) is turned off unless the processes run on CUDA GPUs: torch's DDP
+      refuses SyncBatchNorm on anything else.
+    - The learning-rate monitor is left out when there is no logger (``~logger``): Lightning refuses it.
+    - DDP started by re-running the command is refused inside a ``-m`` sweep: each extra process would
+      start the whole sweep again.
+    """
+    import torch
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+
+    settings = cfg.trainer
+    on_cuda = torch.cuda.is_available() and settings.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+    if settings.get("sync_batchnorm") and not on_cuda:
+        settings.sync_batchnorm = False
+        record.info("sync_batchnorm off: torch synchronises BatchNorm across processes on CUDA GPUs only.")
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    if not loggers and any(isinstance(callback, LearningRateMonitor) for callback in callbacks):
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+        record.info("No logger: the learning-rate monitor is off.")
+    trainer = instantiate(settings, callbacks=callbacks, logger=loggers)
+    if in_sweep() and isinstance(getattr(trainer.strategy, "launcher", None), _SubprocessScriptLauncher):
+        raise UserError(
+            f"trainer.devices={settings.get('devices')} with strategy={settings.get('strategy')} inside a -m "
+            "sweep: Lightning starts the extra processes by running this command again, and each would "
+            "start the whole sweep again. Run each multi-device configuration as its own command (a shell "
+            "loop over the values), or sweep with hydra/launcher=slurm, where SLURM starts the processes."
+        )
+    return trainer
+
+
 def log_config(loggers: list[Any], cfg: DictConfig, extra: dict[str, Any] | None = None) -> None:
-    """Send the composed config (model, data, trainer, seed) to every logger's hparams view."""
+    """Send the composed config (model, data, trainer, callbacks, seed) to every logger's hparams view."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
-    params = {
-        key: container[key] for key in ("model", "data", "trainer", "seed", "ckpt_path") if key in container
-    }
+    keys = ("model", "data", "trainer", "callbacks", "seed", "ckpt_path")
+    params = {key: container[key] for key in keys if key in container}
     params.update(extra or {})
     for logger in loggers:
         logger.log_hyperparams(params)

@@ -15,9 +15,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ffd.models.classifier import read_checkpoint
-from ffd.runtime import UserError, exit_on_user_error, instantiate_all, log_config
+from ffd.runtime import UserError, exit_on_user_error, instantiate_all, log_config, make_trainer
 
 log = logging.getLogger("ffd.train")
+
+# The score of the checkpoint that is tested: what a sweep ranks runs by.
+BEST_VAL_AUROC = "val/auroc_best"
 
 
 def continue_checkpoints(cfg: DictConfig) -> None:
@@ -47,13 +50,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "model.net.image_size override (it follows data.image_size) or set data.image_size to match."
         )
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers
-    )
+    trainer: L.Trainer = make_trainer(cfg, loggers)
     log_config(loggers, cfg, {"model/parameters": sum(p.numel() for p in model.parameters())})
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics: dict[str, Any] = dict(trainer.callback_metrics)
+    selector = next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/auroc"), None)
+    if selector is not None and selector.best_model_score is not None:
+        metrics[BEST_VAL_AUROC] = selector.best_model_score
     if cfg.get("test"):
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
         if not best:
@@ -68,9 +72,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the metric a sweeper optimises (test AUROC, else validation AUROC)."""
+    """Hydra entry point; returns the metric a sweeper optimises: the best epoch's validation AUROC (the
+    epoch that is tested), never the test split's, which would leak the test set into the choice."""
     metrics = train(cfg)
-    return metrics.get("test/auroc", metrics.get("val/auroc"))
+    return metrics.get(BEST_VAL_AUROC, metrics.get("val/auroc"))
 
 
 if __name__ == "__main__":

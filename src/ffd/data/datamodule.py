@@ -32,6 +32,7 @@ from ffd.data.gpu_augment import BatchAugment
 from ffd.data.index import SPLITS, DatasetIndex, check_root, index_dataset
 from ffd.data.transforms import eval_transform, train_transform
 from ffd.images import UnreadableImageError, read_rgb
+from ffd.runtime import UserError
 
 IMBALANCE = 0.6  # warn when one class is more than this fraction of a split
 
@@ -110,7 +111,35 @@ def default_num_workers(processes: int = 1, model_on_cpu: bool = False) -> int:
     cpus = available_cpus()
     if model_on_cpu:
         return min(cpus // 4 if cpus > 4 else 0, 16)
-    return max(0, min(cpus // max(processes, 1) - 1, 16))
+    return max(0, min(_cpu_share(cpus, processes) - 1, 16))
+
+
+def _cpu_share(cpus: int, processes: int) -> int:
+    """This process's CPUs. A task srun started has its own ``--cpus-per-task`` (SLURM often binds the
+    task to exactly those, so dividing its affinity again would leave no workers); otherwise the
+    processes on this machine share the CPUs this one may run on."""
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK")
+    if per_task and per_task.isdigit() and "SLURM_STEP_ID" in os.environ:
+        return min(int(per_task), cpus)
+    return cpus // max(processes, 1)
+
+
+def check_loader_settings(batch_size: Any, num_workers: Any, augment_on: Any) -> None:
+    """Refuse loader options that torch would refuse only after the data set is indexed and the model
+    built, naming the option."""
+    problems = []
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(
+            f"data.batch_size={batch_size} must be a whole number, at least 1 (images per device)"
+        )
+    if num_workers is not None and (
+        isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0
+    ):
+        problems.append(f"data.num_workers={num_workers} must be null (from the CPU count) or 0 or more")
+    if augment_on not in ("cpu", "gpu"):
+        problems.append(f"data.augment_on={augment_on} must be cpu or gpu")
+    if problems:
+        raise UserError("; ".join(problems) + ".")
 
 
 class FacesDataModule(L.LightningDataModule):
@@ -149,8 +178,7 @@ class FacesDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self._num_workers = num_workers
         self.pin_memory = pin_memory
-        if augment_on not in ("cpu", "gpu"):
-            raise ValueError(f"data.augment_on must be 'cpu' or 'gpu', got {augment_on!r}.")
+        check_loader_settings(batch_size, num_workers, augment_on)
         self.augment = augment
         self.augment_on = augment_on
         self.batch_augment = BatchAugment(**self._augment_args()) if augment and augment_on == "gpu" else None

@@ -29,7 +29,7 @@ from torchmetrics.classification import (
 )
 
 from ffd.models import create_net
-from ffd.runtime import folder_instead_of_file, load_failure
+from ffd.runtime import UserError, folder_instead_of_file, load_failure
 
 # With one class in the targets torchmetrics warns and scores the curves 0 or 1; ffd logs them as NaN
 # instead (_log_epoch_metrics), and the report says why. Seen in the sanity check of an unshuffled
@@ -120,6 +120,23 @@ class CosineSchedule(torch.optim.lr_scheduler.LRScheduler):
         return [group["initial_lr"] * self.factor(self.last_epoch) for group in self.optimizer.param_groups]
 
 
+def check_training_settings(optimizer: Mapping[str, Any] | None, scheduler: Mapping[str, Any] | None) -> None:
+    """Refuse a schedule or learning rate that cannot work, naming the option, before the model is built."""
+    lr = (optimizer or {}).get("lr", 1e-3)
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
+        raise UserError(f"model.optimizer.lr={lr} must be a positive number (the reference uses 1e-3).")
+    schedule = dict(scheduler or {})
+    name = schedule.pop("name", None)
+    if name in (None, "none"):
+        return
+    if name not in SCHEDULES:
+        raise UserError(f"model.scheduler.name={name} is not one of: plateau, cosine, none.")
+    unknown = set(schedule).difference(*SCHEDULES.values())
+    if unknown:
+        known = ", ".join(sorted(set().union(*SCHEDULES.values())))
+        raise UserError(f"model.scheduler has unknown key(s) {', '.join(sorted(unknown))}; known: {known}.")
+
+
 class DeepfakeClassifier(L.LightningModule):
     """Binary real (0) / fake (1) classifier over a network that returns one logit per image.
 
@@ -138,6 +155,7 @@ class DeepfakeClassifier(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        check_training_settings(optimizer, scheduler)  # before fitting, not in configure_optimizers
         self.save_hyperparameters(logger=False)  # the entry points log the whole composed config
         self.net = create_net(**net)
         self.criterion = nn.BCEWithLogitsLoss()
@@ -295,11 +313,6 @@ class DeepfakeClassifier(L.LightningModule):
         name = schedule.pop("name", None)
         if name in (None, "none"):
             return optimizer
-        if name not in SCHEDULES:
-            raise ValueError(f"model.scheduler.name={name!r} is not one of: plateau, cosine, none.")
-        unknown = set(schedule).difference(*SCHEDULES.values())
-        if unknown:
-            raise ValueError(f"model.scheduler: unknown keys {sorted(unknown)}; known: {SCHEDULES}.")
         # Keys of the other schedule (model/densenet.yaml's plateau settings under name=cosine) are unused.
         settings = {key: schedule.get(key, default) for key, default in SCHEDULES[name].items()}
         if name == "plateau":
