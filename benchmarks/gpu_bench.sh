@@ -19,8 +19,15 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src PYTHONUNBUFFERED=1 FFD_ROOT=${FFD_ROOT:-/tmp/ffd} HYDRA_FULL_ERROR=1
+python3 -c "import hydra, omegaconf, antlr4" || {
+  echo "gpu_bench.sh: hydra-core, omegaconf or antlr4 is missing: run ../shared/tools/device-wheels.sh" \
+    "here and pass .whl in the device call's carry=[\".whl\"] (it is git-ignored)." >&2
+  exit 2
+}
 OUT=${OUT:-/tmp/ffd/out}
 mkdir -p "$OUT"
+# A warm machine keeps the last call's files: only this call's results go to $OUT.
+rm -f "$FFD_ROOT"/bench/bench.json "$FFD_ROOT"/bench/bench.md "$FFD_ROOT"/bench/profile_*.txt
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__, 'cpus', __import__('os').cpu_count())" | tee -a "$OUT/gpu.txt"
 timeout "${BENCH_TIMEOUT_S:-540}" python3 -m ffd.bench models=[vit,densenet] steps=100 warmup_steps=30 data_batches=40 \
@@ -30,7 +37,9 @@ timeout "${BENCH_TIMEOUT_S:-540}" python3 -m ffd.bench models=[vit,densenet] ste
   "loop_variants=[['callbacks.speed.compile={mode:reduce-overhead}']]" \
   profile_steps=5 \
   hydra.run.dir="$FFD_ROOT/bench" "$@" > "$OUT/bench.log" 2>&1
-echo "ffd.bench exit code $?"
+status=$?
+echo "ffd.bench exit code $status"
 cp "$FFD_ROOT"/bench/bench.json "$FFD_ROOT"/bench/bench.md "$FFD_ROOT"/bench/profile_*.txt "$OUT"/ 2>/dev/null
 grep -v "^\[20\|it/s\|Epoch" "$OUT/bench.log" | tail -40
 cat "$OUT/bench.md" 2>/dev/null || tail -60 "$OUT/bench.log"
+exit $status

@@ -138,7 +138,10 @@ def test_a_failed_limit_leaves_the_report_and_exits_1(tiny_checkpoints, tmp_path
         (["ckpt_path=missing.ckpt"], "missing.ckpt does not exist"),
         (["ckpt_path=missing.ckpt", "export.precisions=[fp32,int4]"], "unknown int4"),
         (["ckpt_path=missing.ckpt", "export.calibration.method=mse"], "export.calibration.method='mse'"),
-        (["ckpt_path=missing.ckpt", "export.parity_images=0"], "export.parity_images=0: must be a whole"),
+        (
+            ["ckpt_path=missing.ckpt", "export.parity_images=0"],
+            "export.parity_images=0 must be a whole number, at least 2",
+        ),
         (["ckpt_path=missing.ckpt", "export.calibration.batch_size=0"], "export.calibration.batch_size=0"),
         (["ckpt_path=missing.ckpt", "export.limits.fp32_max_abs_diff=null"], "fp32_max_abs_diff=None"),
         (["ckpt_path=missing.ckpt", "export.providers=[TPUExecutionProvider]"], "TPUExecutionProvider not"),

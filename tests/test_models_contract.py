@@ -127,8 +127,8 @@ def test_densenet_config_takes_either_schedule(name: str) -> None:
     [
         ({}, {"name": "plateau", "patiense": 2}, "model.scheduler has unknown key(s) patiense; known: "),
         ({}, {"name": "cosin"}, "model.scheduler.name=cosin is not one of: plateau, cosine, none."),
-        ({"lr": -1}, None, "model.optimizer.lr=-1 must be a positive number"),
-        ({"lr": "fast"}, None, "model.optimizer.lr=fast must be a positive number"),
+        ({"lr": -1}, None, "model.optimizer.lr=-1 must be a number, 0 or more"),
+        ({"lr": "fast"}, None, "model.optimizer.lr=fast must be a number, 0 or more"),
     ],
 )
 def test_training_settings_that_cannot_work_are_refused_when_the_model_is_built(

@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import nn
 
 from cli import run_ffd
@@ -326,3 +327,78 @@ def test_each_loop_is_compared_with_the_bare_step_of_its_own_run_and_sizes() -> 
     table = bench.table_rows(rows)
     assert [row[3] for row in table] == ["", "0.90", "", "0.90", "0.50"]
     assert "default bare step" in table[4][6]
+
+
+def compose_bench(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="bench", overrides=list(overrides))
+    OmegaConf.set_struct(cfg, False)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["steps=0", "batch_size=-2"], "steps=0 must be a whole number, at least 1; batch_size=-2 must be"),
+        (["data_batches=0"], "data_batches=0 must be a whole number, at least 1"),
+        (["files=1"], "files=1 must be a whole number, at least 2"),
+        (["trainer_config=gpu"], "trainer_config=gpu needs a CUDA GPU"),
+        (["step_variants=[{precision:bf16-mixed}]"], "must set exactly precision, channels_last, compile"),
+    ],
+)
+def test_bench_options_that_cannot_work_are_one_error_before_measuring(monkeypatch, overrides, message):
+    """These ran and printed 'failed' rows, or a TypeError, and exited 0."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError) as error:
+        bench.resolve_sizes(compose_bench(*overrides))
+    assert message in str(error.value)
+
+
+def test_a_bad_loop_variant_fails_before_the_first_measurement(monkeypatch, tmp_path):
+    """It was composed after the main loop had been measured, and the error then lost bench.md."""
+    from hydra.errors import ConfigCompositionException
+
+    measured = []
+    monkeypatch.setattr(bench, "bare_step", lambda *args, **kwargs: measured.append(args) or {})
+    cfg = compose_bench("trainer_config=cpu", "parts=[step,loop]", "loop_variants=[['bogus.key=1']]")
+    bench.resolve_sizes(cfg)
+    with (
+        initialize_config_dir(config_dir=CONF, version_base="1.3"),
+        pytest.raises(ConfigCompositionException),
+    ):
+        bench.run_bench(cfg, tmp_path)  # within hydra.main, as the bench runs
+    assert measured == []
+
+
+def test_a_failed_row_names_the_cause_and_slow_rates_keep_their_digits(tmp_path) -> None:
+    def fails() -> dict:
+        try:
+            raise ValueError("image_size=30 is not a multiple of the patch size 8")
+        except ValueError as cause:
+            raise RuntimeError("Error in call to target 'ffd.models.vit.VisionTransformer':") from cause
+
+    results: list = []
+    bench._attempt(results, {"model": "vit", "part": "a_step"}, fails)
+    assert results[0]["error"] == "ValueError: image_size=30 is not a multiple of the patch size 8"
+    rows = bench.table_rows(
+        [
+            {"model": "densenet", "part": "a_step", "images_per_s": 0.4},
+            {"model": "densenet", "part": "c_loop", "augment_on": "cpu", "images_per_s": 0.8},
+        ]
+    )
+    assert [row[2] for row in rows] == ["0.4", "0.8"] and rows[1][3] == "2.00"
+    assert bench.table_rows(results)[0][2] == "failed"
+
+
+def test_a_loop_run_never_reads_an_earlier_runs_host_sync_count(monkeypatch, tmp_path) -> None:
+    """A fixed hydra.run.dir (benchmarks/gpu_bench.sh) kept host_syncs.json of a run with the audit on."""
+    import ffd.train
+
+    (tmp_path / "host_syncs.json").write_text(json.dumps({"per_step": 11, "sites": []}))
+    monkeypatch.setattr(
+        ffd.train,
+        "train",
+        lambda cfg: (tmp_path / "timer.json").write_text(json.dumps({"images_per_s": 5.0})),
+    )
+    result = bench.full_loop(OmegaConf.create({}), tmp_path)
+    assert result == {"images_per_s": 5.0}

@@ -45,7 +45,7 @@ from ffd.data import synthetic as synthetic_set
 from ffd.data.datamodule import default_num_workers
 from ffd.data.gpu_augment import BatchAugment
 from ffd.models.classifier import make_adamw
-from ffd.runtime import exit_on_user_error, list_option
+from ffd.runtime import UserError, count_problem, exit_on_user_error, list_option
 
 log = logging.getLogger("ffd.bench")
 
@@ -315,6 +315,8 @@ def full_loop(train_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     _reset_memory()
     run_dir.mkdir(parents=True, exist_ok=True)
+    for earlier in ("timer.json", "host_syncs.json"):  # an earlier bench's, in a fixed hydra.run.dir
+        (run_dir / earlier).unlink(missing_ok=True)
     threads = torch.get_num_threads()
     try:
         train(train_cfg)
@@ -336,11 +338,17 @@ def _attempt(
         row.update(measure())
     except Exception as error:  # a GPU bench must not lose the figures already taken
         log.exception("%s / %s failed", row["model"], row["part"])
+        while error.__cause__ is not None:  # Hydra's "Error in call to target": the cause says why
+            error = error.__cause__
         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     results.append(row)
     log.info("%s", row)
     if output_dir := row.pop("_output_dir", None):  # keep what was measured if a later part dies
         (output_dir / "bench.json").write_text(json.dumps({"machine": machine(), "rows": results}, indent=2))
+
+
+# What a step variant sets (with_settings' arguments).
+STEP_SETTINGS = ("precision", "channels_last", "compile")
 
 
 def with_settings(
@@ -385,6 +393,21 @@ def run_bench(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
             for i, place in enumerate(cfg.augment_on)
         }
         train_cfg = configs[cfg.augment_on[0]]
+        place = cfg.augment_on[-1]
+        variants = [  # composed now: a bad override fails before the first measurement, not after
+            (
+                output_dir / model / f"loop_variant{number}",
+                " ".join(extra),
+                train_config(
+                    cfg,
+                    model,
+                    place,
+                    output_dir / model / f"loop_variant{number}",
+                    [*extra, "+callbacks.bench_timer.profile_steps=0"],
+                ),
+            )
+            for number, extra in enumerate(cfg.loop_variants)
+        ]
         synthetic_set.generate(train_cfg.data.root, **train_cfg.data.synthetic, workers=os.cpu_count() or 1)
         base = {"model": model, **settings_of(train_cfg), "_output_dir": output_dir}
         if "step" in cfg.parts:
@@ -406,13 +429,9 @@ def run_bench(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
                 run_dir = output_dir / model / f"loop_augment_{place}"
                 row = {**base, "part": "c_loop", "augment_on": place}
                 _attempt(results, row, partial(full_loop, place_cfg, run_dir))
-            place = cfg.augment_on[-1]
-            for number, extra in enumerate(cfg.loop_variants):
-                run_dir = output_dir / model / f"loop_variant{number}"
-                overrides = [*extra, "+callbacks.bench_timer.profile_steps=0"]
-                variant_cfg = train_config(cfg, model, place, run_dir, overrides)
+            for run_dir, name, variant_cfg in variants:
                 row = {**base, **settings_of(variant_cfg), "part": "c_loop", "augment_on": place}
-                row["variant"] = " ".join(extra)
+                row["variant"] = name
                 _attempt(results, row, partial(full_loop, variant_cfg, run_dir))
     return results
 
@@ -466,7 +485,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             [
                 r["model"],
                 names[r["part"]].format(**{**r, "variant": f", {r['variant']}" if r.get("variant") else ""}),
-                f"{speed:,.0f}" if speed else "failed",
+                "failed" if speed is None else f"{speed:,.0f}" if speed >= 10 else f"{speed:.2g}",
                 ratio,
                 syncs,
                 peak,
@@ -519,8 +538,27 @@ def resolve_sizes(cfg: DictConfig) -> None:
     cfg.augment_on = list_option(cfg, "augment_on", ("cpu", "gpu"))
     defaults = GPU_DEFAULTS if torch.cuda.is_available() else CPU_DEFAULTS
     cfg.sizes = {key: cfg.get(key) if cfg.get(key) is not None else value for key, value in defaults.items()}
+    least = {"steps": 1, "warmup_steps": 0, "batch_size": 1, "data_batches": 1}
+    counts = [(cfg.sizes[key], key, minimum) for key, minimum in least.items()]
+    counts += [(cfg.get(key), key, 0) for key in ("profile_steps", "audit_steps")]
+    if cfg.files is not None:
+        counts.append((cfg.files, "files", 2))  # one image of each class
+    problems = [problem for count in counts if (problem := count_problem(*count))]
+    if problems:
+        raise UserError("; ".join(problems) + ".")
     if cfg.trainer_config is None:
         cfg.trainer_config = "gpu" if torch.cuda.is_available() else "cpu"
+    if cfg.trainer_config == "gpu" and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer_config={cfg.trainer_config} needs a CUDA GPU, and torch sees none: leave "
+            "trainer_config out (it follows the device present) or pass trainer_config=cpu."
+        )
+    for variant in cfg.step_variants:
+        if not OmegaConf.is_dict(variant) or set(variant) != set(STEP_SETTINGS):
+            raise UserError(
+                f"step_variants entry {variant} must set exactly {', '.join(STEP_SETTINGS)}, e.g. "
+                "'step_variants=[{precision:32-true,channels_last:false,compile:false}]'."
+            )
     if cfg.files is None:
         # One epoch holds every step: an epoch boundary restarts the loader from empty queues, which a
         # Kaggle epoch (781 steps at batch 128) pays once but a short bench epoch would pay often.

@@ -34,6 +34,7 @@ from ffd.models.classifier import load_classifier
 from ffd.report import FILE_NAMES, verdict, write_bad_files
 from ffd.runtime import (
     UserError,
+    count_problem,
     device_problem,
     folder_instead_of_file,
     make_output_dir,
@@ -182,8 +183,8 @@ def check_options(threshold: Any, batch_size: Any, num_workers: Any, device: str
     problems = []
     if problem := threshold_problem(threshold, "threshold"):
         problems.append(problem)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        problems.append(f"batch_size={batch_size} must be a whole number, at least 1")
+    if problem := count_problem(batch_size, "batch_size"):
+        problems.append(problem)
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
         problems.append(f"num_workers={num_workers} must be null (from the CPU count) or 0 or more")
     if problem := device_problem(str(device)):

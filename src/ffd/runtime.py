@@ -126,6 +126,13 @@ def refuse_earlier_outputs(
         )
 
 
+def count_problem(value: Any, key: str, minimum: int = 1) -> str | None:
+    """Why ``value`` cannot be the count option ``key`` (a whole number >= ``minimum``), or None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return f"{key}={value} must be a whole number, at least {minimum}"
+    return None
+
+
 def threshold_problem(value: Any, key: str) -> str | None:
     """Why ``value`` cannot be a P(fake) threshold, or None. (An int 0 or 1 is fine: pass float(value)
     on, as torchmetrics refuses ints.)"""

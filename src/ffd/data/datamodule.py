@@ -32,7 +32,7 @@ from ffd.data.gpu_augment import BatchAugment
 from ffd.data.index import SPLITS, DatasetIndex, check_root, index_dataset
 from ffd.data.transforms import eval_transform, train_transform
 from ffd.images import UnreadableImageError, read_rgb
-from ffd.runtime import UserError
+from ffd.runtime import UserError, count_problem
 
 IMBALANCE = 0.6  # warn when one class is more than this fraction of a split
 
@@ -128,10 +128,8 @@ def check_loader_settings(batch_size: Any, num_workers: Any, augment_on: Any) ->
     """Refuse loader options that torch would refuse only after the data set is indexed and the model
     built, naming the option."""
     problems = []
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        problems.append(
-            f"data.batch_size={batch_size} must be a whole number, at least 1 (images per device)"
-        )
+    if problem := count_problem(batch_size, "data.batch_size"):
+        problems.append(f"{problem} (images per device)")
     if num_workers is not None and (
         isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0
     ):

@@ -44,7 +44,14 @@ from ffd.deploy.quantize import CALIBRATION_METHODS, quantize_int8
 from ffd.deploy.session import PRECISIONS, OnnxDetector, default_providers
 from ffd.models.classifier import DeepfakeClassifier, load_for_run
 from ffd.report import json_safe
-from ffd.runtime import UserError, list_option, make_output_dir, refuse_earlier_outputs, threshold_problem
+from ffd.runtime import (
+    UserError,
+    count_problem,
+    list_option,
+    make_output_dir,
+    refuse_earlier_outputs,
+    threshold_problem,
+)
 
 log = logging.getLogger("ffd.export")
 
@@ -93,8 +100,8 @@ def gather_images(loader: DataLoader) -> np.ndarray:
 
 def _count(value: Any, key: str, minimum: int = 1) -> int:
     """An integer option that must be at least ``minimum``, or an ExportConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ExportConfigError(f"export.{key}={value!r}: must be a whole number >= {minimum}.")
+    if problem := count_problem(value, f"export.{key}", minimum):
+        raise ExportConfigError(f"{problem}.")
     return value
 
 

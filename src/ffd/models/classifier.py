@@ -123,8 +123,8 @@ class CosineSchedule(torch.optim.lr_scheduler.LRScheduler):
 def check_training_settings(optimizer: Mapping[str, Any] | None, scheduler: Mapping[str, Any] | None) -> None:
     """Refuse a schedule or learning rate that cannot work, naming the option, before the model is built."""
     lr = (optimizer or {}).get("lr", 1e-3)
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
-        raise UserError(f"model.optimizer.lr={lr} must be a positive number (the reference uses 1e-3).")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr < 0:
+        raise UserError(f"model.optimizer.lr={lr} must be a number, 0 or more (the reference uses 1e-3).")
     schedule = dict(scheduler or {})
     name = schedule.pop("name", None)
     if name in (None, "none"):
