@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -37,6 +38,13 @@ def average_precision_score(labels: np.ndarray, scores: np.ndarray) -> float:
     hits = labels[order] == 1
     precision_at_k = np.cumsum(hits) / np.arange(1, len(hits) + 1)
     return float(precision_at_k[hits].mean())
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """write_report hands its figures to the caller (the callback closes them after TensorBoard)."""
+    yield
+    plt.close("all")
 
 
 @pytest.fixture
