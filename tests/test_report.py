@@ -145,6 +145,13 @@ def test_a_one_class_report_has_null_curves_a_note_and_strict_json(tmp_path, pre
     assert (out / "verdicts.png").exists() and (out / "confusion_matrix.png").exists()
 
 
+def test_json_safe_turns_every_non_finite_number_into_null():
+    from ffd.report import json_safe
+
+    value = {"a": [float("nan"), np.float64("inf"), 1.5], "b": (np.float32("nan"), -float("inf"), 2)}
+    assert json_safe(value) == {"a": [None, None, 1.5], "b": [None, None, 2]}
+
+
 def test_a_two_class_report_has_no_notes(tmp_path, predictions):
     summary, _ = write_report(tmp_path, predictions)
     assert summary["notes"] == []

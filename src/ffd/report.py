@@ -63,13 +63,15 @@ def verdict(prob_fake: float, threshold: float = 0.5) -> tuple[str, float]:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with every NaN (e.g. the AUROC of a one-class set) as None: JSON has no NaN, and
-    ``json.dumps`` would write a bare ``NaN`` that strict parsers refuse."""
+    """``value`` with every NaN or infinity (e.g. the AUROC of a one-class set) as None: JSON has neither,
+    and ``json.dumps`` would write a bare ``NaN`` that strict parsers refuse."""
     if isinstance(value, Mapping):
         return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
+        return None
+    return value
 
 
 def one_class_note(real: int, fake: int) -> str | None:
@@ -264,6 +266,8 @@ def write_report(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels, probs = predictions.labels.astype(int), predictions.probs
+    real, fake = int((labels == 0).sum()), int((labels == 1).sum())
+    note = one_class_note(real, fake)
     metrics = compute_metrics(labels, predictions.logits, threshold)
     (tn, fp), (fn, tp) = tmf.binary_confusion_matrix(
         torch.as_tensor(probs), torch.as_tensor(labels).long(), threshold
@@ -273,8 +277,8 @@ def write_report(
         "threshold": threshold,
         "counts": {
             "images": len(labels),
-            "real": int((labels == 0).sum()),
-            "fake": int((labels == 1).sum()),
+            "real": real,
+            "fake": fake,
             "true_negatives": tn,
             "false_positives": fp,
             "false_negatives": fn,
@@ -286,9 +290,7 @@ def write_report(
         "model": dict(model or {}),
         "data": dict(data or {}),
         **dict(extra or {}),
-        "notes": [note]
-        if (note := one_class_note(int((labels == 0).sum()), int((labels == 1).sum())))
-        else [],
+        "notes": [note] if note else [],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_predictions_csv(out / "predictions.csv", predictions, threshold)
