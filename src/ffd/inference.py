@@ -40,6 +40,7 @@ from ffd.runtime import (
     make_output_dir,
     refuse_earlier_outputs,
     threshold_problem,
+    workers_problem,
 )
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
@@ -185,8 +186,8 @@ def check_options(threshold: Any, batch_size: Any, num_workers: Any, device: str
         problems.append(problem)
     if problem := count_problem(batch_size, "batch_size"):
         problems.append(problem)
-    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-        problems.append(f"num_workers={num_workers} must be null (from the CPU count) or 0 or more")
+    if problem := workers_problem(num_workers, "num_workers"):
+        problems.append(problem)
     if problem := device_problem(str(device)):
         problems.append(problem)
     if problems:

@@ -133,6 +133,13 @@ def count_problem(value: Any, key: str, minimum: int = 1) -> str | None:
     return None
 
 
+def workers_problem(value: Any, key: str) -> str | None:
+    """Why ``value`` cannot be a loader worker count (null = from the CPU count, or 0 or more), or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        return f"{key}={value} must be null (from the CPU count) or 0 or more"
+    return None
+
+
 def threshold_problem(value: Any, key: str) -> str | None:
     """Why ``value`` cannot be a P(fake) threshold, or None. (An int 0 or 1 is fine: pass float(value)
     on, as torchmetrics refuses ints.)"""

@@ -32,7 +32,7 @@ from ffd.data.gpu_augment import BatchAugment
 from ffd.data.index import SPLITS, DatasetIndex, check_root, index_dataset
 from ffd.data.transforms import eval_transform, train_transform
 from ffd.images import UnreadableImageError, read_rgb
-from ffd.runtime import UserError, count_problem
+from ffd.runtime import UserError, count_problem, workers_problem
 
 IMBALANCE = 0.6  # warn when one class is more than this fraction of a split
 
@@ -130,10 +130,8 @@ def check_loader_settings(batch_size: Any, num_workers: Any, augment_on: Any) ->
     problems = []
     if problem := count_problem(batch_size, "data.batch_size"):
         problems.append(f"{problem} (images per device)")
-    if num_workers is not None and (
-        isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0
-    ):
-        problems.append(f"data.num_workers={num_workers} must be null (from the CPU count) or 0 or more")
+    if problem := workers_problem(num_workers, "data.num_workers"):
+        problems.append(problem)
     if augment_on not in ("cpu", "gpu"):
         problems.append(f"data.augment_on={augment_on} must be cpu or gpu")
     if problems:
