@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,39 @@ def test_missing_data_root_is_one_clear_error(tmp_path):
     assert "data.root is not set" in result.stderr and "huggingface" not in result.stderr
     (run,) = run_dirs(tmp_path, "train")  # the failed run's folder says why it failed
     assert "ffd: error: data.root is not set" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("test", [True, False])
+def test_a_run_that_tests_needs_its_test_split_before_it_trains(tmp_path, test):
+    """An empty test class stops the run before the fit rather than after hours of it, and a run that stops
+    on its data shows no TensorBoard run (hp_metric -1 was logged before the data was read); a run that
+    does not test never reads the test split."""
+    faces = generate(tmp_path / "faces", 32, 24, 12, 12, progress=False)
+    shutil.rmtree(faces / "test" / "fake")
+    result = run_ffd(
+        "ffd.train",
+        "model=vit",
+        "data=kaggle",
+        f"data.root={faces}",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "callbacks.model_summary=null",
+        f"test={test}",
+        root=tmp_path,
+        expect_ok=not test,
+    )
+    (run,) = run_dirs(tmp_path, "train")
+    if test:
+        assert result.returncode == 1 and "split 'test' has no fake images" in result.stderr, result.stderr
+        assert not list(run.glob("**/*.ckpt"))
+        for file in run.glob("tensorboard/**/events.out.tfevents*"):  # Lightning opens one before setup
+            events = EventAccumulator(str(file))
+            events.Reload()
+            assert not events.Tags()["scalars"], f"a TensorBoard run with {events.Tags()['scalars']}"
+    else:
+        assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
 @pytest.mark.parametrize("content", [None, "not a checkpoint", {"state_dict": {}, "hyper_parameters": {}}])

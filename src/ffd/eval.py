@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ffd.models.classifier import load_for_run
-from ffd.runtime import exit_on_user_error, instantiate_all, log_config, make_trainer
+from ffd.runtime import exit_on_user_error, instantiate_all, make_trainer
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -20,8 +20,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model = load_for_run(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = make_trainer(cfg, loggers)
-    log_config(loggers, cfg, {"model": model.describe()})
+    trainer: L.Trainer = make_trainer(cfg, loggers, {"model": model.describe()})
     trainer.test(model, datamodule=datamodule, verbose=False)  # the report prints its table
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 

@@ -279,8 +279,9 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node, _convert_="all") for node in group.values() if node and "_target_" in node]
 
 
-def make_trainer(cfg: DictConfig, loggers: list[Any]) -> Any:
-    """The ``cfg.trainer`` Lightning Trainer with ``cfg.callbacks``, less the settings that cannot work here.
+def make_trainer(cfg: DictConfig, loggers: list[Any], hparams: dict[str, Any] | None = None) -> Any:
+    """The ``cfg.trainer`` Lightning Trainer with ``cfg.callbacks``, less the settings that cannot work here,
+    and the config plus ``hparams`` in the loggers' hparams view (``LogConfig``).
 
     - ``sync_batchnorm`` (trainer=ddp) is turned off unless the processes run on CUDA GPUs: torch's DDP
       refuses SyncBatchNorm on anything else.
@@ -292,6 +293,8 @@ def make_trainer(cfg: DictConfig, loggers: list[Any]) -> Any:
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
+    from ffd.callbacks.hparams import LogConfig
+
     settings = cfg.trainer
     on_cuda = torch.cuda.is_available() and settings.get("accelerator", "auto") in ("auto", "gpu", "cuda")
     if settings.get("sync_batchnorm") and not on_cuda:
@@ -301,6 +304,8 @@ def make_trainer(cfg: DictConfig, loggers: list[Any]) -> Any:
     if not loggers and any(isinstance(callback, LearningRateMonitor) for callback in callbacks):
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
         record.info("No logger: the learning-rate monitor is off.")
+    if loggers:
+        callbacks.append(LogConfig(cfg, hparams))
     trainer = instantiate(settings, callbacks=callbacks, logger=loggers)
     if in_sweep() and isinstance(getattr(trainer.strategy, "launcher", None), _SubprocessScriptLauncher):
         raise UserError(
@@ -310,14 +315,3 @@ def make_trainer(cfg: DictConfig, loggers: list[Any]) -> Any:
             "loop over the values), or sweep with hydra/launcher=slurm, where SLURM starts the processes."
         )
     return trainer
-
-
-def log_config(loggers: list[Any], cfg: DictConfig, extra: dict[str, Any] | None = None) -> None:
-    """Send the composed config (model, data, trainer, callbacks, seed) to every logger's hparams view."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    keys = ("model", "data", "trainer", "callbacks", "seed", "ckpt_path")
-    params = {key: container[key] for key in keys if key in container}
-    params.update(extra or {})
-    for logger in loggers:
-        logger.log_hyperparams(params)

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ffd.models.classifier import read_checkpoint
-from ffd.runtime import UserError, exit_on_user_error, instantiate_all, log_config, make_trainer
+from ffd.runtime import UserError, exit_on_user_error, instantiate_all, make_trainer
 
 log = logging.getLogger("ffd.train")
 
@@ -42,6 +42,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ckpt_path"):
         continue_checkpoints(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
+    if cfg.get("test"):
+        datamodule.splits_for_fit = ("train", "val", "test")
     model = instantiate(cfg.model, _convert_="all")
     if model.image_size and model.image_size != datamodule.image_size:
         raise UserError(
@@ -50,8 +52,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "model.net.image_size override (it follows data.image_size) or set data.image_size to match."
         )
     loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = make_trainer(cfg, loggers)
-    log_config(loggers, cfg, {"model/parameters": sum(p.numel() for p in model.parameters())})
+    trainer: L.Trainer = make_trainer(
+        cfg, loggers, {"model/parameters": sum(p.numel() for p in model.parameters())}
+    )
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics: dict[str, Any] = dict(trainer.callback_metrics)

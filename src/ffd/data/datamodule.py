@@ -185,6 +185,9 @@ class FacesDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.limit_per_split = limit_per_split
         self.index: DatasetIndex | None = None
+        # The splits that must hold both classes before fitting: ffd.train adds "test" when it tests after
+        # fitting, so that a missing test split stops the run before the training, not after it.
+        self.splits_for_fit: tuple[str, ...] = ("train", "val")
 
     def prepare_data(self) -> None:
         if self.synthetic:
@@ -204,7 +207,7 @@ class FacesDataModule(L.LightningDataModule):
                 index.samples = {split: self._first(rows) for split, rows in index.samples.items()}
             self.index = index
             self.print_table()
-        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        needed = {"fit": self.splits_for_fit, "validate": ("val",), "test": ("test",), "predict": ("test",)}
         self.index.require(needed.get(stage, SPLITS))
         for split in needed.get(stage, SPLITS):
             counts = self.index.counts()[split]
