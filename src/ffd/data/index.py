@@ -213,7 +213,7 @@ def check_root(root: str | Path | None) -> None:
     if root is None or not Path(root).is_dir():
         where = "is not set" if root is None else f"'{root}' is not an existing folder"
         raise DatasetLayoutError(
-            f"data.root {where}. Point it at the unpacked dataset, e.g. `python -m ffd.train data=kaggle "
+            f"data.root {where}. Point it at the unpacked dataset, e.g. `data=kaggle "
             "data.root=/path/to/140k-real-and-fake-faces`, or use the generated demo set: `data=synthetic`. "
             f"{EXPECTED_LAYOUT}"
         )

@@ -154,9 +154,7 @@ def write_files(
     calibrated = 0
     with tempfile.TemporaryDirectory(prefix="ffd-export-") as scratch:
         fp32_dir = out if "fp32" in precisions else Path(scratch)
-        log.info(
-            "Exporting %s to ONNX (torch.export; DenseNet121 takes a minute on 2 CPU cores)", model.net_name
-        )
+        log.info("Exporting %s to ONNX with torch.export (up to a minute on a CPU)", model.net_name)
         fp32 = export_onnx(model, fp32_dir / file_name(model, "fp32"), checkpoint_sha256)
         if "fp32" in precisions:
             files["fp32"] = fp32
