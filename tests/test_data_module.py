@@ -130,7 +130,7 @@ def test_unreadable_files_are_dropped_and_listed_at_decode_time(tmp_path: Path, 
     batches = list(dm.val_dataloader())
     bad = [item for batch in batches for item in batch["bad"]]
     assert [Path(p) for p, _ in bad] == [truncated]
-    assert str(truncated) in bad[0][1] and "truncated" in bad[0][1]
+    assert bad[0][1] == "cannot be decoded: truncated or corrupt JPEG"
     assert sum(len(b["path"]) for b in batches) == 3 and str(truncated) not in batches[0]["path"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import struct
 import zlib
 
@@ -57,15 +58,56 @@ def test_exif_orientation_is_applied(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("content", "message"),
-    [(b"", "empty"), (b"\xff\xd8\xff\xe0truncated", "cannot be decoded"), (b"hello", "cannot be decoded")],
+    ("name", "content", "reason"),
+    [
+        ("bad.jpg", b"", "empty file (0 bytes)"),
+        ("bad.jpg", b"\xff\xd8\xff\xe0truncated", "cannot be decoded: truncated or corrupt JPEG"),
+        ("bad.gif", b"GIF89a truncated", "cannot be decoded: truncated or corrupt GIF"),
+        ("bad.webp", b"RIFF\x00\x00\x00\x00WEBPVP8 ", "cannot be decoded: truncated or corrupt WebP"),
+        ("bad.jpg", b"hello", "not an image (unknown file signature)"),
+        ("README.md", b"# A text file named on the command line", "not an image file (suffix '.md')"),
+        ("Notes.TXT", b"hello", "not an image file (suffix '.txt')"),
+    ],
 )
-def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, content, message):
-    path = tmp_path / "bad.jpg"
+def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, name, content, reason):
+    """The reason, listed beside the path (bad_files.txt, the predict and segment tables), says why in the
+    index's words, without the path or a decoder's internals (torchvision once advised `decode_avif`);
+    the message, for an error shown alone, names the file and says what to do."""
+    path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(UnreadableImageError, match=message) as error:
+    with pytest.raises(UnreadableImageError) as error:
         read_rgb(path)
-    assert str(path) in str(error.value) and ".cpp" not in str(error.value)
+    assert error.value.reason == reason and error.value.path == str(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: {reason}; ") and message.count(str(path)) == 1
+    assert ".cpp" not in message and "decode_" not in message
+
+
+def test_the_reasons_of_files_skipped_at_index_time_and_at_decode_time_agree(tmp_path):
+    """A file is skipped by the dataset index (first bytes) or when it is decoded (a file named directly
+    to ffd.predict or ffd.segment): the same file gets the same words either way."""
+    from ffd.data.index import index_dataset
+
+    folder = tmp_path / "train" / "real"
+    folder.mkdir(parents=True)
+    for name, content in (("zero.jpg", b""), ("text.jpg", b"hello"), ("notes.md", b"hello")):
+        (folder / name).write_bytes(content)
+    skipped = index_dataset(tmp_path).skipped_by_split["train"]
+    assert len(skipped) == 3
+    for path, reason in skipped:
+        with pytest.raises(UnreadableImageError) as error:
+            read_rgb(path)
+        assert error.value.reason == reason, path
+
+
+def test_an_unreadable_image_error_survives_a_copy(tmp_path):
+    """Errors cross process boundaries (DataLoader workers) pickled: the copy keeps path and reason."""
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(b"hello")
+    with pytest.raises(UnreadableImageError) as error:
+        read_rgb(path)
+    copy = pickle.loads(pickle.dumps(error.value))
+    assert (copy.path, copy.reason, str(copy)) == (error.value.path, error.value.reason, str(error.value))
 
 
 def test_magic_bytes_tell_images_from_other_files(tmp_path):

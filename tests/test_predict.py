@@ -85,8 +85,8 @@ def test_folder_gives_a_row_per_image_and_lists_the_corrupt_file(tiny_checkpoint
         assert row.verdict == ("fake" if row.p_fake >= threshold else "real")
         assert row.confidence == pytest.approx(row.p_fake if row.verdict == "fake" else 1 - row.p_fake)
     assert {row.verdict for row in result.rows} == {"real", "fake"}
-    ((bad_path, reason),) = result.bad
-    assert bad_path == str(photos / "e.jpg") and "cannot be decoded" in reason
+    corrupt = (str(photos / "e.jpg"), "cannot be decoded: truncated or corrupt JPEG")  # path-free reason
+    assert result.bad == [corrupt]
 
     for name in OUTPUT_FILES:
         assert (out / name).is_file(), name
@@ -98,8 +98,8 @@ def test_folder_gives_a_row_per_image_and_lists_the_corrupt_file(tiny_checkpoint
     real = sum(r.verdict == "real" for r in result.rows)
     assert summary["counts"] == {"images": 4, "real": real, "fake": 4 - real, "unreadable": 1}
     assert summary["threshold"] == threshold and summary["model"]["runtime"] == "pytorch"
-    assert summary["unreadable"][0]["path"] == str(photos / "e.jpg")
-    assert str(photos / "e.jpg") in (out / "bad_files.txt").read_text()
+    assert summary["unreadable"] == [{"path": corrupt[0], "reason": corrupt[1]}]
+    assert "\t".join(corrupt) in (out / "bad_files.txt").read_text().splitlines()
 
     printed = console.file.getvalue()
     assert "Unreadable files" in printed and "e.jpg" in printed
@@ -230,6 +230,24 @@ def test_bad_input_is_one_clear_error(tiny_checkpoints, photos, tmp_path, capsys
     assert stop.value.code == 1
     error = capsys.readouterr().err
     assert str(tmp_path / spec) in error and says in error and "Traceback" not in error
+
+
+def test_a_text_file_as_input_is_not_an_image_and_is_named_once(tiny_checkpoints, tmp_path, capsys):
+    """input=README.md was listed as `README.md<TAB>README.md: cannot be decoded ... Only jpeg, png, webp
+    and gif are currently supported. For avif and heic format, please rely on `decode_avif` ...`:
+    the path twice and torchvision's advice on its own API. The reason is now the dataset index's."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# ffd\n")
+    console, out = quiet(), tmp_path / "run"
+    with pytest.raises(SystemExit):
+        exit_on_user_error(predict)(readme, tiny_checkpoints["vit"], out, num_workers=0, console=console)
+    assert f"input={readme}" in capsys.readouterr().err  # the error still names the file
+    reason = "not an image file (suffix '.md')"
+    shown = console.file.getvalue()
+    assert reason in shown and shown.count(str(readme)) == 1 and "decode_avif" not in shown
+    assert (out / "bad_files.txt").read_text().splitlines()[1:] == [f"{readme}\t{reason}"]
+    summary = json.loads((out / "predictions.json").read_text())
+    assert summary["unreadable"] == [{"path": str(readme), "reason": reason}]
 
 
 def test_threshold_must_be_a_probability(photos, tmp_path, capsys):

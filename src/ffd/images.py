@@ -3,7 +3,8 @@
 One decoder for the whole project (training data, segmentation, prediction) so that every part
 sees the same pixels: torchvision.io for JPEG and GIF, Pillow for PNG, BMP, TIFF and WebP, EXIF
 orientation applied, grayscale / RGBA / CMYK / 16-bit inputs converted to 8-bit RGB, the first frame
-of an animation.
+of an animation. A file it cannot read raises UnreadableImageError, whose ``reason`` is what the lists of
+skipped files show beside the path.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import glob
 import io
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,26 +31,54 @@ warnings.filterwarnings(
 
 LIST_SUFFIX = ".txt"  # input=paths.txt: one image path per line
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+FORMATS = "JPEG, PNG, BMP, TIFF, GIF and WebP"
+EMPTY_FILE = "empty file (0 bytes)"  # a skip reason, as ffd.data.index words it
 
-# "decode_jpeg, /path/to/decode_jpeg.cpp:171, " (or "operator(), ...") before torchvision's reason for a
-# failed decode.
-_SOURCE_LOCATION = re.compile(r"^[^,]+, \S+\.cpp:\d+,?")
+# File signatures of the formats we decode (WebP: RIFF....WEBP, see _image_format), and their names.
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
 # Decoded with Pillow: BMP and TIFF, which torchvision.io does not decode; PNG, because a damaged PNG (a
 # flipped byte, a bad filter value) kills the whole process in torchvision 0.29's decoder (SIGSEGV on any
 # libpng error) where Pillow raises, and a run must skip such a file, not die of it; WebP, whose EXIF
 # orientation and animations torchvision.io ignores or refuses.
-_FOR_PILLOW = (b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
-# File signatures of the formats we decode; anything else is not an image to us.
-_MAGIC = (b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", *_FOR_PILLOW)
+_FOR_PILLOW = frozenset({"PNG", "BMP", "TIFF", "WebP"})
 _SIXTEEN_BIT_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow's modes for 16-bit grey
+_REPLACE = "re-download or re-export it, or remove it from the folder"
 
 
 class UnreadableImageError(ValueError):
-    """A file that is not a decodable image (empty, truncated, corrupt or another format)."""
+    """A file that is not a decodable image (empty, truncated, corrupt or another format).
+
+    ``reason`` says why in a few words, without the path: what a listing shows beside the path in a
+    column of its own (bad_files.txt, predictions.json, the tables of ffd.predict and ffd.segment), worded
+    as the index's reasons are (ffd.data.index). The message, for an error shown alone, names the file and
+    what to do about it.
+    """
+
+    def __init__(self, path: str | Path, reason: str, fix: str = _REPLACE) -> None:
+        super().__init__(str(path), reason, fix)  # the arguments, so that a copy (pickle) is the same error
+        self.path, self.reason, self.fix = str(path), reason, fix
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}; {self.fix}."
 
 
 class ImageInputError(ValueError):
     """An ``input=`` that names no image: a path that does not exist, an empty folder, glob or list."""
+
+
+def _image_format(head: bytes) -> str | None:
+    """The format a file's first 12 bytes announce, or None for a file we do not decode."""
+    if head[:4] == b"RIFF":
+        return "WebP" if head[8:12] == b"WEBP" else None
+    return next((name for magic, name in _SIGNATURES.items() if head.startswith(magic)), None)
 
 
 def looks_like_image(path: str | Path) -> bool:
@@ -60,19 +88,18 @@ def looks_like_image(path: str | Path) -> bool:
             head = handle.read(12)
     except OSError:
         return False
-    if head.startswith(b"RIFF") and head[8:12] != b"WEBP":
-        return False
-    return any(head.startswith(magic) for magic in _MAGIC)
+    return _image_format(head) is not None
 
 
-def _undecodable(source: str | Path, reason: str) -> UnreadableImageError:
-    return UnreadableImageError(
-        f"{source}: cannot be decoded as an image ({reason}). It is truncated, corrupt or not a "
-        "JPEG/PNG/BMP/TIFF/GIF/WebP file; re-download or re-export it, or remove it from the folder."
-    )
+def not_an_image(suffix: str | None = None) -> str:
+    """The skip reason for a file whose first bytes are no image's: by its suffix when that is not an
+    image's (README.md), else "unknown file signature"; worded as ffd.data.index words it."""
+    if suffix is not None and suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file (suffix '{suffix.lower()}')"
+    return "not an image (unknown file signature)"
 
 
-def _decode_with_pillow(raw: memoryview, source: str | Path) -> torch.Tensor:
+def _decode_with_pillow(raw: memoryview, source: str | Path, kind: str) -> torch.Tensor:
     """PNG, BMP, TIFF and WebP (the first page or frame) with Pillow; 16-bit images keep their 8 most
     significant bits, alpha is dropped, as torchvision does for the other formats."""
     try:
@@ -85,36 +112,42 @@ def _decode_with_pillow(raw: memoryview, source: str | Path) -> torch.Tensor:
                 array = np.asarray(picture.convert("RGB"))
     except Image.DecompressionBombError as error:  # not damaged: too many pixels to decode safely
         raise UnreadableImageError(
-            f"{source}: {error} It is skipped; downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if you "
-            "trust the file and have the memory."
+            source,
+            f"too many pixels to decode safely (over {2 * Image.MAX_IMAGE_PIXELS:,})",
+            "downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file and have the memory",
         ) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise _undecodable(source, str(error) or type(error).__name__) from error
+        raise UnreadableImageError(source, f"cannot be decoded: truncated or corrupt {kind}") from error
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def _decode(data: torch.Tensor, source: str | Path, suffix: str | None) -> torch.Tensor:
+    """decode_rgb; ``suffix``, a file's, words the reason for a file of another kind (README.md)."""
+    if data.numel() == 0:
+        raise UnreadableImageError(source, EMPTY_FILE, "delete it or replace it")
+    raw = memoryview(data.numpy())
+    kind = _image_format(bytes(raw[:12]))
+    if kind is None:  # no decoder's business: torchvision's reason would be advice on its own API
+        raise UnreadableImageError(source, not_an_image(suffix), f"ffd reads {FORMATS} images")
+    if kind in _FOR_PILLOW:
+        image = _decode_with_pillow(raw, source, kind)
+    else:
+        try:
+            image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        except (RuntimeError, ValueError) as error:  # its message names C++ functions: the format says it
+            raise UnreadableImageError(source, f"cannot be decoded: truncated or corrupt {kind}") from error
+    if image.ndim == 4:  # an animated GIF or WebP: its first frame
+        image = image[0]
+    if image.dtype != torch.uint8:
+        raise UnreadableImageError(source, f"unsupported pixel type ({image.dtype})", "save it as 8-bit")
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise UnreadableImageError(source, f"decoded to shape {tuple(image.shape)}, not (3, H, W)")
+    return image
 
 
 def decode_rgb(data: torch.Tensor, source: str | Path = "<bytes>") -> torch.Tensor:
     """Decode encoded bytes (a 1-D uint8 tensor) to an RGB uint8 tensor of shape (3, H, W)."""
-    if data.numel() == 0:
-        raise UnreadableImageError(f"{source}: the file is empty (0 bytes); delete it or replace it.")
-    raw = memoryview(data.numpy())
-    webp = raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
-    if webp or any(raw[: len(magic)] == magic for magic in _FOR_PILLOW):
-        image = _decode_with_pillow(raw, source)
-    else:
-        try:
-            image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        except (RuntimeError, ValueError) as error:
-            # torchvision prefixes its reason with the C++ function and source line: keep the reason only.
-            reason = _SOURCE_LOCATION.sub("", str(error).splitlines()[0]).strip(" ,")
-            raise _undecodable(source, reason) from error
-    if image.ndim == 4:  # an animated GIF or WebP: its first frame
-        image = image[0]
-    if image.dtype != torch.uint8:
-        raise UnreadableImageError(f"{source}: unsupported pixel type {image.dtype}; save it as 8-bit.")
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise UnreadableImageError(f"{source}: decoded to shape {tuple(image.shape)}, expected (3, H, W).")
-    return image
+    return _decode(data, source, suffix=None)
 
 
 def read_rgb(path: str | Path) -> torch.Tensor:
@@ -122,10 +155,12 @@ def read_rgb(path: str | Path) -> torch.Tensor:
     try:
         raw = Path(path).read_bytes()
     except OSError as error:
-        raise UnreadableImageError(f"{path}: cannot be read ({error.strerror}).") from error
-    # torch.frombuffer refuses an empty buffer; decode_rgb reports an empty file clearly.
+        raise UnreadableImageError(
+            path, f"cannot be read ({error.strerror})", "check that it exists and that you may read it"
+        ) from error
+    # torch.frombuffer refuses an empty buffer; _decode reports an empty file clearly.
     data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-    return decode_rgb(data, path)
+    return _decode(data, path, Path(path).suffix)
 
 
 def walk_files(folder: str | Path) -> Iterator[Path]:

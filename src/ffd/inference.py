@@ -166,8 +166,8 @@ class PredictRun:
             listing = Table(title="Unreadable files (skipped)")
             listing.add_column("file", overflow="fold")
             listing.add_column("reason", overflow="fold")
-            for path, reason in self.bad[:max_rows]:  # the reason starts with the path: say it once
-                listing.add_row(Text(path), Text(reason.removeprefix(f"{path}: ")))
+            for path, reason in self.bad[:max_rows]:
+                listing.add_row(Text(path), Text(reason))
             if len(self.bad) > max_rows:
                 listing.caption = f"first {max_rows} of {len(self.bad)}; bad_files.txt has them all"
             console.print(listing)

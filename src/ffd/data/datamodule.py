@@ -55,7 +55,7 @@ class FaceImages(Dataset):
         try:
             image = read_rgb(path)
         except UnreadableImageError as error:
-            return {"path": path, "bad": str(error)}
+            return {"path": path, "bad": error.reason}
         return {"image": self.transform(image), "label": label, "path": path, "repeat": repeat}
 
 
@@ -148,7 +148,8 @@ class FacesDataModule(L.LightningDataModule):
     (`ffd.data.gpu_augment.BatchAugment`, per-image random parameters), which frees the workers for
     decoding when the CPUs cannot keep up with the GPU. `num_workers`: null derives it from the CPU count
     and the number of training processes on this machine. `limit_per_split` keeps the first N images per
-    class per split (debugging, tests).
+    class per split (debugging, tests). `show_table=false` keeps the images-per-split table off the console
+    (ffd.bench sets up the same files for each measurement); the run's log still gets the counts.
     """
 
     def __init__(
@@ -166,6 +167,7 @@ class FacesDataModule(L.LightningDataModule):
         synthetic: Mapping[str, Any] | None = None,
         persistent_workers: bool = True,
         limit_per_split: int | None = None,
+        show_table: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)  # the entry points log the whole composed config
@@ -184,6 +186,7 @@ class FacesDataModule(L.LightningDataModule):
             check_root(root)
         self.persistent_workers = persistent_workers
         self.limit_per_split = limit_per_split
+        self.show_table = show_table
         self.index: DatasetIndex | None = None
         # The splits that must hold both classes before fitting: ffd.train adds "test" when it tests after
         # fitting, so that a missing test split stops the run before the training, not after it.
@@ -256,7 +259,8 @@ class FacesDataModule(L.LightningDataModule):
             table.add_row(
                 split, str(row["real"]), str(row["fake"]), str(row["real"] + row["fake"]), str(row["skipped"])
             )
-        Console().print(table)
+        if self.show_table:
+            Console().print(table)
         splits = self.summary()["splits"]
         record.info(
             "Dataset %s (from %s), %d px: %s",

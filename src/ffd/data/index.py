@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from ffd import LABELS
-from ffd.images import IMAGE_SUFFIXES, looks_like_image, walk_files
+from ffd.images import EMPTY_FILE, IMAGE_SUFFIXES, looks_like_image, not_an_image, walk_files
 
 SPLITS = ("train", "val", "test")
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
@@ -198,14 +198,14 @@ def _why_not_image(path: str) -> str | None:
     """None for a plausible image; else the reason it is skipped."""
     suffix = Path(path).suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
-        return f"not an image file (suffix '{suffix}')"
+        return not_an_image(suffix)
     if looks_like_image(path):
         return None
     try:
         size = os.path.getsize(path)
     except OSError:
         return "missing or unreadable"
-    return "empty file (0 bytes)" if size == 0 else "not an image (unknown file signature)"
+    return EMPTY_FILE if size == 0 else not_an_image()
 
 
 def check_root(root: str | Path | None) -> None:
