@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,13 @@ from torchvision.utils import draw_segmentation_masks
 from ffd import assets
 from ffd.images import decode_rgb, find_images, read_rgb
 from ffd.segmentation import draw, pipeline
-from ffd.segmentation.landmarks import GROUP_CONNECTIONS, GROUPS, NUM_LANDMARKS, FaceLandmarker
+from ffd.segmentation.landmarks import (
+    GROUP_CONNECTIONS,
+    GROUPS,
+    NUM_LANDMARKS,
+    FaceLandmarker,
+    start_up_chatter_dropped,
+)
 from ffd.segmentation.pipeline import SegmentError, fit, output_names, run
 from ffd.segmentation.regions import REGION_CLASSES, label_map, outlines, region_masks
 
@@ -198,7 +205,8 @@ def test_folder_run_writes_png_and_json_and_lists_bad_files(
     by_name = {Path(r["file"]).name: r for r in summary.records}
     assert set(by_name) == {"grey16.png", "rgba.png", "grace.jpg", "noise.png", "corrupt.jpg", "empty.png"}
     assert {by_name[n]["status"] for n in ("corrupt.jpg", "empty.png")} == {"unreadable"}
-    assert "empty" in by_name["empty.png"]["reason"] and "corrupt.jpg" in by_name["corrupt.jpg"]["reason"]
+    assert by_name["empty.png"]["reason"] == "empty file (0 bytes)"
+    assert by_name["corrupt.jpg"]["reason"] == "cannot be decoded: truncated or corrupt JPEG"
     for name in ("grey16", "rgba", "more/grace"):
         record = json.loads((out / f"{name}.json").read_text())
         assert record["faces"] == 1, name
@@ -426,18 +434,57 @@ def test_a_damaged_landmarker_file_is_one_clear_error(tmp_path: Path, landmarker
 
 
 def test_the_skipped_files_table_names_each_path_once(tmp_path: Path) -> None:
-    """The reader's reason starts with the path; the table has the path in its own column."""
+    """The path has its own column: the reason (in the table and summary.json) does not repeat it."""
     from rich.console import Console
 
-    from ffd.images import UnreadableImageError, read_rgb
-    from ffd.segmentation.pipeline import Summary
+    from ffd.segmentation.pipeline import Summary, segment_one
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"garbage")
-    with pytest.raises(UnreadableImageError) as error:
-        read_rgb(bad)
-    assert str(error.value).startswith(f"{bad}: ")  # what the table must not repeat
-    record = {"file": str(bad), "status": "unreadable", "reason": str(error.value), "faces": None, "ms": None}
+    record = segment_one(lambda *args: pytest.fail("the model got an unreadable file"), bad, tmp_path, 4096)
+    assert record["reason"] == "not an image (unknown file signature)"
     console = Console(record=True, width=1000)
     Summary("regions", "out", [record]).print(console)
     assert console.export_text().count(str(bad)) == 1
+
+
+def test_the_summary_ends_with_the_output_folder_whole_and_has_no_empty_header(tmp_path: Path) -> None:
+    """The folder was the table's title, wrapped inside its timestamp at the table's width; the table had
+    a header row with no names in it."""
+    from rich.console import Console
+
+    from ffd.segmentation.pipeline import Summary
+
+    output = tmp_path / "outputs" / "segment" / "2026-11-27_03-13-51"
+    record = {"file": "a.png", "status": "ok", "faces": 1, "ms": 12.0}
+    console = Console(record=True, width=40, file=io.StringIO())
+    Summary("landmarks", str(output), [record]).print(console)
+    lines = console.export_text().splitlines()
+    assert str(output) in lines[-1], lines
+    assert not [line for line in lines if re.fullmatch(r"[┃│ ]+", line)], lines  # a row of nothing
+    assert any("faces found" in line for line in lines)
+
+
+def test_mediapipe_start_up_chatter_is_dropped_from_stderr(
+    landmarker_file: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Every landmarker start printed absl warnings (W0000 ... face_landmarker_graph.cc ..., Feedback
+    manager ...) that the user can do nothing about."""
+    capfd.readouterr()
+    FaceLandmarker(landmarker_file).close()
+    err = capfd.readouterr().err
+    assert not re.search(r"^[IW]\d{4} ", err, flags=re.MULTILINE), err
+
+
+def test_what_stderr_gets_besides_start_up_chatter_is_passed_on(capfd: pytest.CaptureFixture[str]) -> None:
+    chatter = (
+        b"W0000 00:00:1795750241.421238   30385 graph.cc:181] Sets acceleration.\nINFO: Created a delegate.\n"
+    )
+    error = b"E0000 00:00:1795750241.5   30385 graph.cc:9] a real error\nplain words\n"
+    with start_up_chatter_dropped():
+        os.write(2, chatter + error)
+    assert capfd.readouterr().err == error.decode()
+    with pytest.raises(RuntimeError), start_up_chatter_dropped():
+        os.write(2, chatter)
+        raise RuntimeError("the start failed")
+    assert capfd.readouterr().err == chatter.decode()  # when the start fails, every line may help

@@ -7,6 +7,13 @@ mirrored, the left eye is on the image's right side.
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +24,20 @@ from mediapipe.tasks.python import BaseOptions, vision
 
 from ffd.assets import AssetError
 
+log = logging.getLogger(__name__)
+
 NUM_LANDMARKS = 478
+# What MediaPipe's native code writes to stderr each time a landmarker starts, none of it for the user to
+# act on: absl's INFO and WARNING lines ("W0000 00:00:1795750241.42 30385 face_landmarker_graph.cc:181]
+# Sets FaceBlendshapesGraph acceleration to xnnpack by default.", "... inference_feedback_manager.cc:121]
+# Feedback manager requires a model with a single signature inference. ..."), TensorFlow Lite's "INFO:
+# Created TensorFlow Lite XNNPACK delegate for CPU." and absl's note that it logs to stderr before it is
+# initialised. MediaPipe 1.2 reads no environment variable that turns them off (GLOG_minloglevel and
+# TF_CPP_MIN_LOG_LEVEL change nothing). Error lines (E0000 ..., F0000 ...) are never dropped.
+START_UP_CHATTER = re.compile(
+    rb"[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] |INFO: |WARNING: (Logging before InitGoogle\(\)|"
+    rb"All log messages before absl::InitializeLog\(\))"
+)
 
 _SETS = vision.FaceLandmarksConnections
 GROUP_CONNECTIONS: dict[str, tuple[tuple[int, int], ...]] = {
@@ -61,6 +81,44 @@ class Face:
         return np.concatenate([pixels.min(axis=0), pixels.max(axis=0)])
 
 
+def _flush_stderr() -> None:
+    if sys.stderr is not None:
+        sys.stderr.flush()
+
+
+@contextmanager
+def start_up_chatter_dropped() -> Iterator[None]:
+    """Hold what is written to stderr (fd 2) during the block, then pass it on without the lines that
+    START_UP_CHATTER matches (those are logged at DEBUG: `hydra.verbose=true` shows them). If the block
+    raises, every line is passed on. Where fd 2 cannot be redirected, nothing is held."""
+    _flush_stderr()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (a closed stderr, an embedding host)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = []
+            for line in held.read().splitlines(keepends=True):
+                if failed or not START_UP_CHATTER.match(line):
+                    kept.append(line)
+                else:
+                    log.debug("MediaPipe: %s", line.decode(errors="replace").rstrip())
+            rest = b"".join(kept)
+            while rest:
+                rest = rest[os.write(2, rest) :]
+
+
 class FaceLandmarker:
     """MediaPipe's FaceLandmarker in IMAGE mode; a context manager, so the native graph is always closed."""
 
@@ -80,7 +138,8 @@ class FaceLandmarker:
             output_face_blendshapes=blendshapes,
         )
         try:
-            self._landmarker = vision.FaceLandmarker.create_from_options(options)
+            with start_up_chatter_dropped():
+                self._landmarker = vision.FaceLandmarker.create_from_options(options)
         except RuntimeError as error:  # MediaPipe's "Unable to open zip archive." and the like
             raise AssetError(
                 f"{model_path}: MediaPipe cannot load it as a Face Landmarker model ({error}). Use the "

@@ -257,9 +257,11 @@ class Summary:
         path.write_text(json.dumps({**asdict(self), "totals": self.totals()}, indent=2))
 
     def print(self, console: Console) -> None:
-        table = Table(title=Text(f"ffd.segment: backend={self.backend} -> {self.output}"))
-        table.add_column("")
-        table.add_column("", justify="right")
+        """The totals, the files skipped, and last the output folder on a line of its own: never wrapped,
+        so that it can be copied whole."""
+        table = Table(title=f"ffd.segment: backend={self.backend}", show_header=False)
+        table.add_column("total")
+        table.add_column("value", justify="right")
         for name, value in self.totals().items():
             table.add_row(name, "n/a" if value is None else str(value))
         console.print(table)
@@ -269,9 +271,9 @@ class Summary:
             listing.add_column("file", overflow="fold")
             listing.add_column("reason", overflow="fold")
             for record in skipped:
-                reason = record["reason"].removeprefix(f"{record['file']}: ")  # the path is said once
-                listing.add_row(Text(record["file"]), Text(reason))  # [x] in a name is no markup
+                listing.add_row(Text(record["file"]), Text(record["reason"]))  # [x] in a name is no markup
             console.print(listing)
+        console.print(Text(f"Annotated images, their JSON and summary.json in {self.output}"), soft_wrap=True)
 
 
 def segment_one(backend: Backend, file: Path, out: Path, max_side: int) -> dict[str, Any]:
@@ -280,7 +282,7 @@ def segment_one(backend: Backend, file: Path, out: Path, max_side: int) -> dict[
     try:
         image = read_rgb(file)
     except UnreadableImageError as error:
-        return {"file": str(file), "status": "unreadable", "reason": str(error), "faces": None, "ms": None}
+        return {"file": str(file), "status": "unreadable", "reason": error.reason, "faces": None, "ms": None}
     height, width = image.shape[-2:]
     working = fit(image, max_side)
     try:
