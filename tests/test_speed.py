@@ -214,7 +214,7 @@ def test_the_bar_of_a_run_bounded_by_steps_has_no_epoch_total(max_epochs, expect
 
 
 def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) -> None:
-    run_ffd(
+    result = run_ffd(
         "ffd.bench",
         "models=vit",  # Hydra reads a bare value as a string: one model, not three letters
         "trainer_config=cpu",
@@ -242,6 +242,19 @@ def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) ->
     assert rows[3]["host_syncs_per_step"] == 0 and f"| {ratio:.2f} | 0 |" in table, rows[3]
     # The timed loop writes no checkpoint (Lightning's default one included) and stops before epoch end.
     assert not list(run.rglob("*.ckpt"))
+    # The console: the settings and each measurement in words (they were Python dicts with a PosixPath),
+    # and no data set table (it was shown by each of the four data and loop measurements: the same files).
+    console = result.stdout + result.stderr
+    assert "Bench settings: models=[vit] trainer_config=cpu image_size=16 batch_size=4 steps=2" in console
+    assert "PosixPath" not in console and "{'" not in console, console
+    assert f"vit, (a) bare step: {bench.rate(rows[0])}" in console
+    assert "real (0)" not in console, console
+
+
+def test_a_data_row_counts_its_loader_workers_in_good_english() -> None:
+    row = {"model": "vit", "part": "b_data", "augment_on": "cpu", "images_per_s": 50.0}
+    notes = [bench.table_rows([{**row, "workers": workers}])[0][6] for workers in (0, 1, 2)]
+    assert notes == ["0 loader workers", "1 loader worker", "2 loader workers"]
 
 
 def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:

