@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -207,3 +212,77 @@ def test_one_class_test_metrics_are_logged_as_nan_not_zero(tmp_path):
     metrics = trainer.callback_metrics
     assert torch.isnan(metrics["test/auroc"]) and torch.isnan(metrics["test/auprc"])
     assert 0.0 <= float(metrics["test/accuracy"]) <= 1.0
+
+
+@pytest.fixture(scope="module")
+def console_of_a_run(tmp_path_factory) -> tuple[str, dict]:
+    """What a tiny fit and test prints with the run's console callbacks (conf/callbacks/default.yaml) at
+    80 columns, and the report's counts."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from ffd.callbacks.report import ReportWriter
+    from ffd.models.classifier import DeepfakeClassifier
+
+    root = tmp_path_factory.mktemp("console")
+    conf = OmegaConf.load(Path(__file__).parents[1] / "conf" / "callbacks" / "default.yaml")
+    callbacks = [instantiate(conf[name]) for name in ("model_summary", "progress")]
+    callbacks.append(ReportWriter(root / "report"))
+    torch.manual_seed(0)
+    model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 8, "depth": 1})
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    data = [{"image": images[i], "label": torch.tensor(float(i % 2)), "path": f"{i}.png"} for i in range(8)]
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, callbacks=callbacks, default_root_dir=root, enable_model_summary=False
+    )
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setenv("COLUMNS", "80")
+        trainer.fit(model, loader, loader)
+        trainer.test(model, loader, verbose=False)
+    return printed.getvalue(), json.loads((root / "report" / "metrics.json").read_text())["counts"]
+
+
+def test_the_model_summary_shows_no_flops_it_did_not_count(console_of_a_run):
+    """Lightning 2.6 printed a FLOPs column of 0 and "Total FLOPs: 0" (it counts none without an example
+    input, which would cost a forward pass at every start)."""
+    printed, _ = console_of_a_run
+    assert "Trainable params" in printed and "Params" in printed
+    assert "FLOPs" not in printed
+
+
+def test_the_report_comes_after_the_finished_test_bar(console_of_a_run):
+    """The test bar was printed last, after "Report written to"."""
+    printed, _ = console_of_a_run
+    assert printed.index("Testing") < printed.index("Test report") < printed.index("Report written to")
+
+
+def test_the_report_title_fits_on_one_line(console_of_a_run):
+    """The title wrapped at 80 columns: "Test report: 400 images (200 real, 200" / "fake), threshold 0.5"."""
+    printed, counts = console_of_a_run
+    (title,) = [line for line in printed.splitlines() if "Test report" in line]
+    assert "threshold 0.5" in title
+    assert f"{counts['images']} ({counts['real']} / {counts['fake']})" in printed
+
+
+def test_resuming_into_the_interrupted_runs_checkpoint_folder_gives_no_warning(tmp_path):
+    """ffd.train resumes into the folder of the checkpoint it resumes from (continue_checkpoints), and
+    Lightning warned "Checkpoint directory ... exists and is not empty" at every resume. ffd silences that
+    warning, and only that one. In a fresh interpreter, as a user runs ffd: pytest resets the warning
+    filters a module sets when it is imported."""
+    (tmp_path / "last.ckpt").write_bytes(b"the interrupted run's")
+    code = (
+        "import warnings\n"
+        "import ffd\n"
+        "from lightning.pytorch.callbacks import ModelCheckpoint\n"
+        f"ModelCheckpoint(dirpath={str(tmp_path)!r})._ModelCheckpoint__warn_if_dir_not_empty({str(tmp_path)!r})\n"
+        "warnings.warn('Checkpoint directory settings: another warning still shows')\n"
+    )
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONWARNINGS"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
+    assert "another warning still shows" in result.stderr
+    assert "exists and is not empty" not in result.stderr

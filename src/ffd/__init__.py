@@ -26,3 +26,9 @@ class WithoutLightningTips(logging.Filter):
 # Lightning 2.6 under torch >= 2.10 warns about its own use of torch's LeafSpec at every test and predict
 # run: nothing a user can act on.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+# A resumed fit (ckpt_path=.../last.ckpt) writes its checkpoints into the folder of the checkpoint it resumes
+# from, by design (ffd.train.continue_checkpoints): that folder is not empty, and Lightning says so.
+warnings.filterwarnings(
+    "ignore", message=r"Checkpoint directory .+ exists and is not empty\.$", category=UserWarning
+)

@@ -1,4 +1,5 @@
-"""Lightning's RichProgressBar, reading the training metrics only every few steps."""
+"""What a run shows on the console as it goes: Lightning's RichProgressBar, reading the training metrics
+only every few steps, and its RichModelSummary without a column of zero FLOPs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,63 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+from rich import get_console
+from rich.table import Table
+
+# RichModelSummary's column styles, by column name (the others: left-justified, no style).
+_COLUMNS: dict[str, dict[str, Any]] = {
+    " ": {"style": "dim"},
+    "Name": {"no_wrap": True},
+    "Params": {"justify": "right"},
+    "Params per Device": {"justify": "right"},
+    "FLOPs": {"justify": "right"},
+    "In sizes": {"justify": "right", "style": "white"},
+    "Out sizes": {"justify": "right", "style": "white"},
+}
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's RichModelSummary, leaving out the FLOPs column and total when no FLOPs were counted.
+
+    Lightning 2.6 counts FLOPs during a forward pass on the module's ``example_input_array`` and, without
+    one, prints a FLOPs column of 0 and "Total FLOPs: 0". ffd sets none: that pass would cost seconds at
+    every start on a CPU (DenseNet121 at 256 px). A module that sets one gets its FLOPs shown.
+    """
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int = 0,  # Lightning < 2.5 counts none
+        **summarize_kwargs: Any,
+    ) -> None:
+        columns = [(name, values) for name, values in summary_data if total_flops or name != "FLOPs"]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name, _ in columns:
+            table.add_column(name, **_COLUMNS.get(name, {}))
+        for row in zip(*(values for _, values in columns), strict=True):
+            table.add_row(*row)
+        totals = {
+            "Trainable params": get_human_readable_count(trainable_parameters),
+            "Non-trainable params": get_human_readable_count(total_parameters - trainable_parameters),
+            "Total params": get_human_readable_count(total_parameters),
+            "Total estimated model params size (MB)": get_formatted_model_size(model_size),
+            "Modules in train mode": total_training_modes["train"],
+            "Modules in eval mode": total_training_modes["eval"],
+        }
+        if total_flops:
+            totals["Total FLOPs"] = get_human_readable_count(total_flops)
+        grid = Table.grid()
+        for name, value in totals.items():
+            grid.add_row(f"[bold]{name}[/]: {value}")
+        console = get_console()
+        console.print(table)
+        console.print(grid)
 
 
 class ProgressBar(RichProgressBar):

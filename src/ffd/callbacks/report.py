@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from rich.console import Console
 from rich.table import Table
@@ -35,7 +36,8 @@ def _gather(items: list[Any], trainer: L.Trainer) -> list[Any]:
 
 
 class ReportWriter(L.Callback):
-    """Collect test predictions and unreadable files; write ``report/`` when the test epoch ends.
+    """Collect test predictions and unreadable files; write ``report/`` when the test epoch ends, print its
+    table when the test ends.
 
     Args:
         output_dir: where metrics.json, predictions.csv, bad_files.txt and the PNGs go.
@@ -84,6 +86,7 @@ class ReportWriter(L.Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
         self._test_bad = set()
+        self.summary = None
 
     def on_test_batch_end(
         self,
@@ -140,6 +143,19 @@ class ReportWriter(L.Callback):
         self._to_tensorboard(trainer, figures)
         for fig in figures.values():
             plt.close(fig)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Print the report once the test progress bar is done, below it.
+
+        Lightning ends a rich progress bar's live display at teardown, after this hook: what is printed
+        before comes out above the bar (in a log file or a pipe, the finished bar came after "Report written
+        to"). Its test bar is complete here, so it is ended now; ending it again at teardown does nothing.
+        """
+        if self.summary is None:  # not rank 0
+            return
+        bar = trainer.progress_bar_callback
+        if isinstance(bar, RichProgressBar) and bar.progress is not None:
+            bar.progress.stop()
         self._print(self.summary)
 
     def _to_tensorboard(self, trainer: L.Trainer, figures: dict[str, Any]) -> None:
@@ -155,12 +171,11 @@ class ReportWriter(L.Callback):
 
     def _print(self, summary: dict[str, Any]) -> None:
         counts = summary["counts"]
-        table = Table(
-            title=f"Test report: {counts['images']} images ({counts['real']} real, "
-            f"{counts['fake']} fake), threshold {summary['threshold']:g}"
-        )
+        # A title wraps at the table's width, some 50 columns here: the counts are a row, not in the title.
+        table = Table(title=f"Test report, threshold {summary['threshold']:g}")
         table.add_column("metric")
         table.add_column("value", justify="right")
+        table.add_row("images (real / fake)", f"{counts['images']} ({counts['real']} / {counts['fake']})")
         for name, value in summary["metrics"].items():
             table.add_row(name, "n/a" if math.isnan(value) else f"{value:.4f}")
         table.add_row("unreadable test files skipped", str(counts["unreadable_skipped"]))
