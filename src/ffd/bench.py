@@ -196,7 +196,7 @@ def train_config(
         "data.synthetic.val=32",
         "data.synthetic.test=32",
         f"data.batch_size={sizes.batch_size}",
-        "++data.show_table=false",  # the same files each time: the settings line gives their number
+        "data.show_table=false",  # the same files each time: the settings line gives their number
         "data.augment=true",  # the synthetic set's default is none: measure the real recipe's cost
         f"data.augment_on={augment_on}",
         "++model.net.pretrained=false",  # no download; the same compute
