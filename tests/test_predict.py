@@ -213,7 +213,8 @@ BAD_INPUTS = {
     "no images": ("photos/empty", "holds no image"),
     "glob": ("photos/**/*.gif", "matches no image"),
     "empty list": ("photos/empty/list.txt", "names no image"),
-    "unreadable only": ("photos/e.jpg", "none of its 1 file(s) could be read"),
+    "unreadable file": ("photos/e.jpg", "e.jpg: cannot be decoded: truncated or corrupt JPEG. ffd.predict"),
+    "unreadable list": ("photos/empty/bad.txt", "none of its 2 file(s) could be read"),
 }
 
 
@@ -222,6 +223,7 @@ def test_bad_input_is_one_clear_error(tiny_checkpoints, photos, tmp_path, capsys
     (photos / "empty").mkdir()
     (photos / "empty" / "readme.md").write_text("no images here")
     (photos / "empty" / "list.txt").write_text("# nothing listed yet\n\n")
+    (photos / "empty" / "bad.txt").write_text("../e.jpg\nreadme.md\n")
     spec, says = BAD_INPUTS[case]
     with pytest.raises(SystemExit) as stop:
         exit_on_user_error(predict)(
@@ -241,7 +243,9 @@ def test_a_text_file_as_input_is_not_an_image_and_is_named_once(tiny_checkpoints
     console, out = quiet(), tmp_path / "run"
     with pytest.raises(SystemExit):
         exit_on_user_error(predict)(readme, tiny_checkpoints["vit"], out, num_workers=0, console=console)
-    assert f"input={readme}" in capsys.readouterr().err  # the error still names the file
+    error = capsys.readouterr().err
+    # One file named: the error gives its reason and what to pass instead, not "Replace or re-export them"
+    assert f"input={readme}: not an image file (suffix '.md'). ffd.predict reads images (JPEG" in error, error
     reason = "not an image file (suffix '.md')"
     shown = console.file.getvalue()
     assert reason in shown and shown.count(str(readme)) == 1 and "decode_avif" not in shown

@@ -29,7 +29,7 @@ from ffd import LABELS
 from ffd.data.datamodule import FaceImages, collate_faces, default_num_workers
 from ffd.data.transforms import eval_transform
 from ffd.deploy.session import OnnxDetector
-from ffd.images import find_images
+from ffd.images import FORMATS, LIST_SUFFIX, find_images
 from ffd.models.classifier import load_classifier
 from ffd.report import FILE_NAMES, verdict, write_bad_files
 from ffd.runtime import (
@@ -243,6 +243,11 @@ def predict(
     finally:
         result.write(output)
     result.print(console, max_rows, output)
+    if not result.rows and len(files) == 1 and result.bad:  # one file named: its reason is the error
+        raise PredictError(
+            f"input={inputs}: {result.bad[0][1]}. ffd.predict reads images ({FORMATS}): pass one, a folder "
+            f"of them, a quoted glob or a {LIST_SUFFIX} file listing their paths."
+        )
     if not result.rows:
         raise PredictError(
             f"input={inputs}: none of its {len(files)} file(s) could be read as an image (reasons above and "
