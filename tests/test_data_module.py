@@ -12,7 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DistributedSampler
 
+from ffd.data import datamodule
 from ffd.data.datamodule import FacesDataModule, collate_faces
+from ffd.data.index import DatasetLayoutError, index_dataset
 from ffd.data.synthetic import generate
 from ffd.images import read_rgb
 
@@ -28,6 +30,29 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def module(root: Path, **kwargs) -> FacesDataModule:
     options = {"image_size": 16, "batch_size": 4, "num_workers": 0} | kwargs
     return FacesDataModule(str(root), **options)
+
+
+class Processes:
+    """DDP's broadcast and all-reduce between processes that are set up one after another, rank 0 first.
+
+    `others_agree` is the all-reduce's answer from the processes not simulated."""
+
+    def __init__(self, others_agree: bool = True) -> None:
+        self.sent: object = None
+        self.others_agree = others_agree
+
+    def broadcast(self, obj: object, src: int = 0) -> object:
+        if obj is not None:
+            self.sent = obj
+        return self.sent
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        return decision and self.others_agree
+
+
+def ddp_trainer(processes: int, rank: int, shared: Processes | None = None) -> SimpleNamespace:
+    """What the data module reads of a DDP trainer."""
+    return SimpleNamespace(world_size=processes, global_rank=rank, strategy=shared or Processes())
 
 
 def test_batches_are_dicts_of_uint8_images_and_float_labels(faces: Path) -> None:
@@ -58,7 +83,7 @@ def test_train_shuffles_and_drops_last_only_when_larger_than_a_batch(faces: Path
     # (6 images), 3 processes none (4 images), so the last batch is kept there.
     for processes, drops in ((2, True), (3, False)):
         shared = module(faces, batch_size=5)
-        shared.trainer = SimpleNamespace(world_size=processes, global_rank=0)
+        shared.trainer = ddp_trainer(processes, rank=0)
         shared.setup("fit")
         assert shared.train_dataloader().drop_last is drops, processes
 
@@ -67,10 +92,10 @@ def test_train_shuffles_and_drops_last_only_when_larger_than_a_batch(faces: Path
 def test_under_ddp_the_evaluation_loaders_mark_the_samplers_repeats(faces: Path, processes: int) -> None:
     """6 validation images: Lightning's sampler pads them to 8 on 4 processes, 10 on 5. The loaders keep
     its shares and order and mark the repeats, so that over all processes each image is scored once."""
-    scored, repeats = [], 0
+    scored, repeats, shared = [], 0, Processes()
     for rank in range(processes):
         dm = module(faces, batch_size=4)
-        dm.trainer = SimpleNamespace(world_size=processes, global_rank=rank)
+        dm.trainer = ddp_trainer(processes, rank, shared)
         dm.setup("validate")
         loader = dm.val_dataloader()
         lightnings = DistributedSampler(range(6), num_replicas=processes, rank=rank, shuffle=False)
@@ -221,13 +246,60 @@ def test_synthetic_config_generates_and_loads(tmp_path: Path) -> None:
 def test_each_process_draws_its_own_augmentations(faces: Path) -> None:
     """seed_everything seeds every DDP process alike; setup("fit") offsets the seed by the rank."""
     draws = []
+    shared = Processes()
     for rank in (0, 1):
         torch.manual_seed(42)
         dm = module(faces)
-        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        dm.trainer = ddp_trainer(2, rank, shared)
         dm.setup("fit")
         draws.append(torch.rand(4))
     assert not torch.equal(draws[0], draws[1])
     torch.manual_seed(42)
     module(faces).setup("fit")  # one process: the seed is left as it is
     assert torch.initial_seed() == 42
+
+
+def test_under_ddp_process_0_indexes_and_the_others_receive_its_index(faces: Path, monkeypatch) -> None:
+    listings = []
+    monkeypatch.setattr(datamodule, "index_dataset", lambda *a: listings.append(a) or index_dataset(*a))
+    shared, modules = Processes(), []
+    for rank in range(3):
+        dm = module(faces, limit_per_split=2)
+        dm.trainer = ddp_trainer(3, rank, shared)
+        dm.setup("fit")
+        modules.append(dm)
+    assert len(listings) == 1
+    assert all(dm.index.samples == modules[0].index.samples for dm in modules)
+    assert len(modules[2].index.samples["train"]) == 4  # limit_per_split applied once, by process 0
+
+
+def test_under_ddp_every_process_raises_process_0s_indexing_error(tmp_path: Path, monkeypatch) -> None:
+    listings = []
+    monkeypatch.setattr(datamodule, "index_dataset", lambda *a: listings.append(a) or index_dataset(*a))
+    shared, messages = Processes(), []
+    for rank in (0, 1):
+        dm = module(tmp_path)  # an existing folder without split folders
+        dm.trainer = ddp_trainer(2, rank, shared)
+        with pytest.raises(DatasetLayoutError, match="no split folders") as error:
+            dm.setup("fit")
+        messages.append(str(error.value))
+    assert messages[0] == messages[1] and len(listings) == 1
+
+
+def test_under_ddp_a_process_that_cannot_see_process_0s_files_says_so(faces: Path, tmp_path: Path) -> None:
+    """Nodes that hold the data at different paths: every process stops, the one that cannot see the files
+    names the first it missed and its host."""
+    index = index_dataset(faces)
+    index.samples = {
+        split: [(str(tmp_path / Path(p).name), y) for p, y in rows] for split, rows in index.samples.items()
+    }
+    shared = Processes()
+    shared.sent = index
+    dm = module(faces)
+    dm.trainer = ddp_trainer(2, 1, shared)
+    with pytest.raises(DatasetLayoutError, match=f"{tmp_path}/.* is missing for process 1 on .*same path"):
+        dm.setup("fit")
+    first = module(faces)
+    first.trainer = ddp_trainer(2, 0, Processes(others_agree=False))
+    with pytest.raises(DatasetLayoutError, match=r"^A process cannot see the files that process 0 indexed"):
+        first.setup("fit")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ffd import LABELS, record
 from ffd.data import synthetic as synthetic_set
 from ffd.data.gpu_augment import BatchAugment
-from ffd.data.index import SPLITS, DatasetIndex, check_root, index_dataset
+from ffd.data.index import SPLITS, DatasetIndex, DatasetLayoutError, check_root, index_dataset
 from ffd.data.transforms import eval_transform, train_transform
 from ffd.images import UnreadableImageError, read_rgb
 from ffd.runtime import UserError, count_problem, workers_problem
@@ -203,12 +204,7 @@ class FacesDataModule(L.LightningDataModule):
             # own seed, so the processes still split the data as Lightning intends.
             torch.manual_seed(torch.initial_seed() + self.trainer.global_rank)
         if self.index is None:
-            if self.synthetic:  # no-op when prepare_data made it; lets a plain setup() call work too
-                synthetic_set.generate(self.root, **self.synthetic)
-            index = index_dataset(self.root, self.split_dirs, self.class_dirs, self.use_csv)
-            if self.limit_per_split is not None:
-                index.samples = {split: self._first(rows) for split, rows in index.samples.items()}
-            self.index = index
+            self.index = self._shared_index()
             self.print_table()
         needed = {"fit": self.splits_for_fit, "validate": ("val",), "test": ("test",), "predict": ("test",)}
         self.index.require(needed.get(stage, SPLITS))
@@ -220,6 +216,45 @@ class FacesDataModule(L.LightningDataModule):
                     "accuracy will be misleading, watch AUROC and per-class recall.",
                     stacklevel=2,
                 )
+
+    def _index(self) -> DatasetIndex:
+        if self.synthetic:  # no-op when prepare_data made it; lets a plain setup() call work too
+            synthetic_set.generate(self.root, **self.synthetic)
+        index = index_dataset(self.root, self.split_dirs, self.class_dirs, self.use_csv)
+        if self.limit_per_split is not None:
+            index.samples = {split: self._first(rows) for split, rows in index.samples.items()}
+        return index
+
+    def _shared_index(self) -> DatasetIndex:
+        """Process 0 indexes the data root and sends the index to the others.
+
+        Under DDP every process then splits the same list (a file added or removed while they listed it
+        would otherwise shift one process's share), and a tree of 140,000 files is read once, not once per
+        GPU. An error in process 0 is raised by every process, which would otherwise wait for an index.
+        """
+        if self._processes() == 1:
+            return self._index()
+        strategy, rank = self.trainer.strategy, self.trainer.global_rank
+        sent: DatasetIndex | Exception | None = None
+        if rank == 0:
+            try:
+                sent = self._index()
+            except Exception as error:  # raised below, in every process
+                sent = error
+        index = strategy.broadcast(sent, src=0)
+        if isinstance(index, Exception):
+            raise index
+        unseen = next(
+            (rows[0][0] for rows in index.samples.values() if rows and not os.path.exists(rows[0][0])), None
+        )
+        if not strategy.reduce_boolean_decision(unseen is None, all=True):
+            here = f"{unseen} is missing for process {rank} on {socket.gethostname()}. " if unseen else ""
+            raise DatasetLayoutError(
+                f"{here}A process cannot see the files that process 0 indexed under {index.root}. Every "
+                "node must see the data at the same path: put it on a filesystem all nodes mount, or copy "
+                "it to the same path on each node, and point data.root there."
+            )
+        return index
 
     def _first(self, rows: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The first `limit_per_split` rows of each class, in index order."""
