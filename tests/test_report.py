@@ -118,6 +118,15 @@ def test_verdict_examples_show_confident_mistakes_first():
     assert len(chosen) == 4 and len(set(chosen)) == 4
 
 
+def test_verdict_examples_show_the_closest_correct_calls_after_the_mistakes():
+    """The right verdicts follow from the least sure to the surest, not in file order."""
+    labels = np.zeros(9, dtype=int)
+    probs = np.array([0.05, 0.45, 0.01, 0.3, 0.2, 0.4, 0.1, 0.35, 0.6])  # index 8 is wrong
+    chosen = pick_verdict_examples(labels, probs, 0.5, 5)
+    sureness = [1 - probs[i] for i in chosen[1:]]
+    assert chosen[0] == 8 and chosen[1] == 1 and sureness == sorted(sureness)
+
+
 def test_the_logged_test_metrics_call_verdicts_at_the_reports_threshold(tmp_path):
     """eval with callbacks.report.threshold=0.3 printed two tables that disagreed (torchmetrics at 0.5)."""
     from ffd.callbacks.report import ReportWriter

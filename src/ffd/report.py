@@ -176,7 +176,7 @@ def pr_figure(labels: np.ndarray, probs: np.ndarray, auprc: float) -> Figure:
 
 def pick_verdict_examples(labels: np.ndarray, probs: np.ndarray, threshold: float, count: int) -> list[int]:
     """The most confident mistakes first (they are what a person wants to see), then correct ones spread
-    over the confidence range; deterministic."""
+    over the confidence range, the least confident (the closest calls) first; deterministic."""
     predicted = (probs > threshold).astype(int)  # as verdict()
     confidence = np.where(predicted == 1, probs, 1.0 - probs)
     wrong = np.flatnonzero(predicted != labels)
@@ -185,7 +185,7 @@ def pick_verdict_examples(labels: np.ndarray, probs: np.ndarray, threshold: floa
     right = right[np.argsort(confidence[right], kind="stable")]
     take = min(count - len(wrong), len(right))
     spread = right[np.linspace(0, len(right) - 1, take).round().astype(int)] if take > 0 else right[:0]
-    return [int(i) for i in np.concatenate([wrong, np.unique(spread)])]
+    return [int(i) for i in dict.fromkeys(np.concatenate([wrong, spread]).tolist())]
 
 
 def _shortened(path: Path, width: int = 30) -> str:
@@ -222,7 +222,10 @@ def verdicts_figure(predictions: Predictions, threshold: float, count: int = 16)
             fontsize=8.5,
             color=colour,
         )
-    fig.suptitle("Test verdicts (green: right, red: wrong; most confident mistakes first)", fontsize=10)
+    fig.suptitle(
+        "Test verdicts (green: right, red: wrong); confident mistakes first, then the closest calls",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
