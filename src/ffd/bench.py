@@ -44,6 +44,7 @@ from torch.autograd import DeviceType
 from ffd.data import synthetic as synthetic_set
 from ffd.data.datamodule import default_num_workers
 from ffd.data.gpu_augment import BatchAugment
+from ffd.hints import suggest_keys
 from ffd.models.classifier import make_adamw
 from ffd.runtime import UserError, count_problem, exit_on_user_error, list_option
 
@@ -610,6 +611,7 @@ def settings_line(cfg: DictConfig) -> str:
     return " ".join(f"{key}={_flat(value)}" for key, value in settings.items())
 
 
+@suggest_keys("bench")
 @hydra.main(version_base="1.3", config_path="conf", config_name="bench")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -10,6 +10,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ffd.hints import suggest_keys
 from ffd.models.classifier import load_for_run
 from ffd.runtime import exit_on_user_error, instantiate_all, make_trainer
 
@@ -25,6 +26,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 
 
+@suggest_keys("eval")
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:

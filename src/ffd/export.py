@@ -10,9 +10,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from ffd.hints import suggest_keys
 from ffd.runtime import exit_on_user_error
 
 
+@suggest_keys("export")
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -13,6 +13,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from ffd.hints import suggest_keys
 from ffd.inference import predict
 from ffd.runtime import exit_on_user_error
 
@@ -34,6 +35,7 @@ def _register_configs() -> None:
 _register_configs()
 
 
+@suggest_keys("predict", config_dir=None)
 @hydra.main(version_base="1.3", config_path=None, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

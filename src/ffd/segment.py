@@ -9,9 +9,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from ffd.hints import suggest_keys
 from ffd.runtime import exit_on_user_error
 
 
+@suggest_keys("segment")
 @hydra.main(version_base="1.3", config_path="conf", config_name="segment")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -14,6 +14,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ffd.hints import suggest_keys
 from ffd.models.classifier import read_checkpoint
 from ffd.runtime import UserError, exit_on_user_error, instantiate_all, make_trainer
 
@@ -72,6 +73,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return {name: float(value) for name, value in metrics.items()}
 
 
+@suggest_keys("train")
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:

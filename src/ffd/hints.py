@@ -1,0 +1,100 @@
+"""A did-you-mean for a mistyped key on the command line of ffd's Hydra entry points.
+
+Hydra answers ``trainer.max_epoch=3`` with "Key 'max_epoch' is not in struct" and the advice to append it
+with ``+``, which Lightning then refuses. After Hydra's message, this names the key that was meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parent / "conf"
+T = TypeVar("T")
+
+
+def dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """Every key of a nested mapping as a dotted path, inner nodes and leaves."""
+    for key, value in tree.items():
+        yield f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from dotted_keys(value, f"{prefix}{key}.")
+
+
+def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | None = CONF) -> list[str]:
+    """'did you mean' lines for the overrides in `arguments` that change a key the config lacks.
+
+    `config_dir`: the entry point's config folder, None for one composed from Hydra's config store."""
+    from hydra import compose, initialize, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in arguments if not a.startswith("-")])
+    except Exception:  # a syntax error: Hydra's own message says where
+        return []
+
+    def is_group(key: str) -> bool:
+        return config_dir is not None and (config_dir / key).is_dir()
+
+    groups = [o.input_line for o in overrides if is_group(o.key_or_group) and not o.is_delete()]
+    try:
+        with (
+            initialize_config_dir(config_dir=str(config_dir), version_base="1.3")
+            if config_dir
+            else initialize(config_path=None, version_base="1.3")
+        ):
+            cfg = compose(config_name, overrides=groups)
+    except Exception:  # a group option that does not exist: Hydra has listed the ones that do
+        return []
+    known = list(dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+    lines = []
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_add() or override.is_delete() or key.startswith("hydra") or key in known:
+            continue
+        if is_group(key):  # a config group (experiment=...): not a key of the composed config
+            continue
+        if meant := closest_key(key, known):
+            value = override.input_line.split("=", 1)[1]
+            lines.append(
+                f"ffd: did you mean {meant}={value}? (`{key}` is not a key of the {config_name} config)"
+            )
+    return lines
+
+
+def closest_key(key: str, known: Sequence[str]) -> str | None:
+    """The known key `key` most likely misspells: a sibling with a similar last name
+    (``trainer.max_epoch`` -> ``trainer.max_epochs``, ``ckpt`` -> ``ckpt_path``), else a key as deep
+    whose whole path is close (``trainr.max_epochs`` -> ``trainer.max_epochs``)."""
+    parent, _, name = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    if close := difflib.get_close_matches(name, list(siblings), n=1, cutoff=0.6):
+        return siblings[close[0]]
+    as_deep = [k for k in known if k.count(".") == key.count(".")]
+    return next(iter(difflib.get_close_matches(key, as_deep, n=1, cutoff=0.8)), None)
+
+
+def suggest_keys(
+    config_name: str, config_dir: Path | None = CONF
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Wrap a ``hydra.main`` entry point: when it exits with 1, print a did-you-mean for mistyped keys."""
+
+    def decorate(entry: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(entry)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            try:
+                return entry(*args, **kwargs)
+            except SystemExit as stop:
+                if stop.code == 1 and (lines := suggestions(config_name, sys.argv[1:], config_dir)):
+                    print("", *lines, sep="\n", file=sys.stderr)
+                raise
+
+        return wrapper
+
+    return decorate

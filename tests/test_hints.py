@@ -1,0 +1,66 @@
+"""A did-you-mean after Hydra's error for a mistyped key."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli import run_ffd
+from ffd.hints import closest_key, suggestions
+
+
+@pytest.mark.parametrize(
+    ("config", "typed", "meant"),
+    [
+        ("train", ["trainer.max_epoch=3"], "trainer.max_epochs=3"),
+        ("train", ["data.batchsize=8"], "data.batch_size=8"),
+        ("train", ["trainr.max_epochs=2"], "trainer.max_epochs=2"),
+        ("train", ["modle=vit"], "model=vit"),
+        ("train", ["model=vit", "model.net.dpth=2"], "model.net.depth=2"),  # a key of the chosen model
+        ("train", ["-m", "seed=1,2", "sed=3"], "seed=3"),
+        ("eval", ["ckpt=last.ckpt"], "ckpt_path=last.ckpt"),
+        ("segment", ["inptu=photos/"], "input=photos/"),
+    ],
+)
+def test_a_mistyped_key_gets_the_key_it_resembles(config: str, typed: list[str], meant: str) -> None:
+    (line,) = suggestions(config, typed)
+    assert line.startswith(f"ffd: did you mean {meant}? (`{typed[-1].split('=')[0]}` is not a key")
+
+
+def test_predict_is_composed_from_the_config_store(tmp_path) -> None:
+    """predict's `model` is a file, not the training config group of that name (a subprocess: importing
+    ffd.predict fills Hydra's config store, which would change how this process composes conf/)."""
+    result = run_ffd("ffd.predict", "input=x", "model=y.ckpt", "thresold=0.3", root=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "ffd: did you mean threshold=0.3? (`thresold` is not a key of the predict config)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.max_epochs=3", "model=vit", "model.net.depth=2"],  # all valid
+        [
+            "experiment=quickstart",
+            "~logger",
+            "+trainer.detect_anomaly=true",
+        ],  # a group, a deletion, an addition
+        ["model=nosuchmodel"],  # Hydra lists the group's options itself
+        ["trainer.foo=1", "hydra.run.dir=/tmp/x"],  # nothing close; Hydra's own keys
+        ["trainer.max_epochs=[1"],  # a syntax error, which Hydra explains
+    ],
+)
+def test_no_suggestion_without_a_close_key(overrides: list[str]) -> None:
+    assert suggestions("train", overrides) == []
+
+
+def test_a_key_matches_its_siblings_before_keys_elsewhere() -> None:
+    known = ["data", "data.root", "data.batch_size", "trainer", "trainer.devices"]
+    assert closest_key("data.devices", known) is None  # a real key, but of another parent
+    assert closest_key("data.roots", known) == "data.root"
+
+
+def test_the_command_line_shows_the_suggestion_after_hydras_error(tmp_path) -> None:
+    result = run_ffd("ffd.train", "trainer.max_epoch=3", root=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.index("Key 'max_epoch' is not in struct") < result.stderr.index(
+        "ffd: did you mean trainer.max_epochs=3?"
+    )
