@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra import compose, initialize, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parent / "conf"
@@ -31,9 +33,6 @@ def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | N
     """'did you mean' lines for the overrides in `arguments` that change a key the config lacks.
 
     `config_dir`: the entry point's config folder, None for one composed from Hydra's config store."""
-    from hydra import compose, initialize, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         overrides = OverridesParser.create().parse_overrides([a for a in arguments if not a.startswith("-")])
     except Exception:  # a syntax error: Hydra's own message says where
