@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cli import run_ffd
-from ffd.hints import closest_key, suggestions
+from ffd import hints
+from ffd.hints import closest_key, launcher_hints, suggestions
 
 
 @pytest.mark.parametrize(
@@ -64,3 +65,15 @@ def test_the_command_line_shows_the_suggestion_after_hydras_error(tmp_path) -> N
     assert result.stderr.index("Key 'max_epoch' is not in struct") < result.stderr.index(
         "ffd: did you mean trainer.max_epochs=3?"
     )
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_a_launcher_without_its_plugin_gets_the_install_command(monkeypatch, installed: bool) -> None:
+    monkeypatch.setattr(hints, "find_spec", lambda name: object() if installed else None)
+    lines = launcher_hints(["-m", "hydra/launcher=slurm", "trainer=gpu"])
+    if installed:
+        assert lines == []
+    else:
+        (line,) = lines
+        assert line.startswith("ffd: error: hydra/launcher=slurm needs hydra-submitit-launcher, one of")
+        assert 'pip install -e ".[slurm]"' in line

@@ -1,7 +1,8 @@
-"""A did-you-mean for a mistyped key on the command line of ffd's Hydra entry points.
+"""What to do, after Hydra's own error, for a mistyped key or a launcher whose plugin is not installed.
 
 Hydra answers ``trainer.max_epoch=3`` with "Key 'max_epoch' is not in struct" and the advice to append it
-with ``+``, which Lightning then refuses. After Hydra's message, this names the key that was meant.
+with ``+``, which Lightning then refuses; this names the key that was meant. ``hydra/launcher=slurm``
+without its plugin gives "Could not load 'hydra/launcher/submitit_slurm'"; this names the install command.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import difflib
 import functools
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +19,11 @@ from hydra import compose, initialize, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from ffd.runtime import needs_extra
+
 CONF = Path(__file__).resolve().parent / "conf"
+# conf/hydra/launcher/<name>.yaml -> the plugin's module, its package and the extra that installs it
+LAUNCHER_PLUGINS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "slurm")}
 T = TypeVar("T")
 
 
@@ -79,10 +85,21 @@ def closest_key(key: str, known: Sequence[str]) -> str | None:
     return next(iter(difflib.get_close_matches(key, as_deep, n=1, cutoff=0.8)), None)
 
 
+def launcher_hints(arguments: Sequence[str]) -> list[str]:
+    """The install command for a ``hydra/launcher=NAME`` whose Hydra plugin is missing."""
+    lines = []
+    for argument in arguments:
+        key, _, name = argument.partition("=")
+        module, package, extra = LAUNCHER_PLUGINS.get(name, (None, None, None))
+        if key.lstrip("+") == "hydra/launcher" and module and find_spec(module) is None:
+            lines.append(f"ffd: error: hydra/launcher={name} {needs_extra(package, extra)}")
+    return lines
+
+
 def suggest_keys(
     config_name: str, config_dir: Path | None = CONF
 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Wrap a ``hydra.main`` entry point: when it exits with 1, print a did-you-mean for mistyped keys."""
+    """Wrap a ``hydra.main`` entry point: when it exits with 1, print the hints for its command line."""
 
     def decorate(entry: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(entry)
@@ -90,7 +107,10 @@ def suggest_keys(
             try:
                 return entry(*args, **kwargs)
             except SystemExit as stop:
-                if stop.code == 1 and (lines := suggestions(config_name, sys.argv[1:], config_dir)):
+                arguments = sys.argv[1:]
+                if stop.code == 1 and (
+                    lines := launcher_hints(arguments) + suggestions(config_name, arguments, config_dir)
+                ):
                     print("", *lines, sep="\n", file=sys.stderr)
                 raise
 

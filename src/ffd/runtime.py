@@ -234,11 +234,16 @@ def _user_error_message(error: BaseException) -> str | None:
     if isinstance(error, ModuleNotFoundError):
         extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
         if extra:
-            return (
-                f"this command needs {error.name}, one of ffd's optional '{extra}' dependencies: "
-                f'pip install -e ".[{extra}]" in a clone, or pip install "ffd[{extra}]".'
-            )
+            return f"this command {needs_extra(error.name, extra)}"
     return None
+
+
+def needs_extra(module: str, extra: str) -> str:
+    """'needs MODULE, one of ffd's optional EXTRA dependencies: <how to install it>'."""
+    return (
+        f"needs {module}, one of ffd's optional '{extra}' dependencies: "
+        f'pip install -e ".[{extra}]" in a clone, or pip install "ffd[{extra}]".'
+    )
 
 
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
