@@ -31,6 +31,11 @@ def run_ffd(
         "FFD_ROOT": str(root),
         "HYDRA_FULL_ERROR": "0",
         "PYTHONWARNINGS": "ignore",
+        # Offline: no test may reach huggingface.co (a missing weight file fails at once instead of after
+        # the hub's retries). A fixed width: rich sizes its tables to COLUMNS when not on a terminal, so
+        # console assertions do not depend on the terminal pytest was started from.
+        "HF_HUB_OFFLINE": "1",
+        "COLUMNS": "200",
         **(env or {}),
     }
     result = subprocess.run(

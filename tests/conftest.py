@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cli import TINY, run_dirs, run_ffd
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh, empty FFD_CACHE for the whole session: the tests never read the user's ~/.cache/ffd (a file
+    placed there by hand would hide a missing offline copy) nor write into it. The entry points run in
+    subprocesses inherit it through os.environ."""
+    cache = tmp_path_factory.mktemp("ffd_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FFD_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="session")

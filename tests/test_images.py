@@ -29,9 +29,11 @@ def test_png_and_grayscale_and_rgba(tmp_path):
     Image.fromarray(RGB[..., 0]).save(tmp_path / "gray.png")
     gray = read_rgb(tmp_path / "gray.png")
     _check(gray)
-    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    assert all(torch.equal(channel, torch.from_numpy(RGB[..., 0])) for channel in gray)
     Image.fromarray(np.dstack([RGB, np.full((12, 20), 128, np.uint8)])).save(tmp_path / "rgba.png")
-    _check(read_rgb(tmp_path / "rgba.png"))
+    rgba = read_rgb(tmp_path / "rgba.png")
+    _check(rgba)
+    assert torch.equal(rgba, torch.from_numpy(RGB).permute(2, 0, 1))  # alpha dropped, not blended
 
 
 def test_cmyk_jpeg_becomes_rgb(tmp_path):
@@ -54,7 +56,10 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     Image.fromarray(RGB).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
-    _check(read_rgb(tmp_path / "rotated.jpg"), height=20, width=12)
+    Image.fromarray(RGB).save(tmp_path / "plain.jpg", quality=95)  # the same JPEG pixels, no EXIF
+    rotated = read_rgb(tmp_path / "rotated.jpg")
+    _check(rotated, height=20, width=12)
+    assert torch.equal(rotated, read_rgb(tmp_path / "plain.jpg").rot90(-1, (1, 2)))  # clockwise
 
 
 @pytest.mark.parametrize(
@@ -185,7 +190,9 @@ def test_webp_gets_its_exif_orientation_and_its_first_frame(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     Image.fromarray(RGB).save(tmp_path / "rotated.webp", exif=exif, lossless=True)
-    _check(read_rgb(tmp_path / "rotated.webp"), height=20, width=12)
+    rotated = read_rgb(tmp_path / "rotated.webp")
+    _check(rotated, height=20, width=12)
+    assert torch.equal(rotated, torch.from_numpy(np.rot90(RGB, -1).copy()).permute(2, 0, 1))  # clockwise
     frames = [Image.fromarray(np.full((12, 20, 3), value, np.uint8)) for value in (0, 255)]
     animation = {"save_all": True, "append_images": frames[1:], "duration": 100, "lossless": True}
     frames[0].save(tmp_path / "blink.webp", **animation)

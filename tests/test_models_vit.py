@@ -86,6 +86,6 @@ def test_bad_sizes_are_refused_clearly() -> None:
 
 
 def test_pretrained_is_refused_since_no_weights_exist():
-    assert isinstance(VisionTransformer(image_size=32, pretrained=False), VisionTransformer)
+    assert VisionTransformer(image_size=32, pretrained=False)(_images(2, 32)).shape == (2,)
     with pytest.raises(ValueError, match="trained from scratch"):
         VisionTransformer(image_size=32, pretrained=True)

@@ -82,7 +82,7 @@ def test_folder_gives_a_row_per_image_and_lists_the_corrupt_file(tiny_checkpoint
     assert [row.path for row in result.rows] == [str(photos / name) for name in READABLE]
     np.testing.assert_allclose([row.p_fake for row in result.rows], expected, atol=1e-5)
     for row in result.rows:
-        assert row.verdict == ("fake" if row.p_fake >= threshold else "real")
+        assert row.verdict == ("fake" if row.p_fake > threshold else "real")  # as ffd.report.verdict
         assert row.confidence == pytest.approx(row.p_fake if row.verdict == "fake" else 1 - row.p_fake)
     assert {row.verdict for row in result.rows} == {"real", "fake"}
     corrupt = (str(photos / "e.jpg"), "cannot be decoded: truncated or corrupt JPEG")  # path-free reason
@@ -241,9 +241,11 @@ def test_a_text_file_as_input_is_not_an_image_and_is_named_once(tiny_checkpoints
     readme = tmp_path / "README.md"
     readme.write_text("# ffd\n")
     console, out = quiet(), tmp_path / "run"
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         exit_on_user_error(predict)(readme, tiny_checkpoints["vit"], out, num_workers=0, console=console)
+    assert stop.value.code == 1
     error = capsys.readouterr().err
+    assert "Traceback" not in error
     # One file named: the error gives its reason and what to pass instead, not "Replace or re-export them"
     assert f"input={readme}: not an image file (suffix '.md'). ffd.predict reads images (JPEG" in error, error
     reason = "not an image file (suffix '.md')"
@@ -255,17 +257,20 @@ def test_a_text_file_as_input_is_not_an_image_and_is_named_once(tiny_checkpoints
 
 
 def test_threshold_must_be_a_probability(photos, tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         exit_on_user_error(predict)(photos, tmp_path / "m.ckpt", tmp_path / "run", threshold=1.5)
-    assert "threshold=1.5" in capsys.readouterr().err
+    assert stop.value.code == 1
+    error = capsys.readouterr().err
+    assert "threshold=1.5" in error and "Traceback" not in error
 
 
 def test_an_onnx_model_without_onnxruntime_says_what_to_install(photos, tmp_path, capsys, monkeypatch):
     model = tmp_path / "model.onnx"
     model.write_bytes(b"checked for onnxruntime before being read")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` meets when absent
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         exit_on_user_error(predict)(photos, model, tmp_path / "run")
+    assert stop.value.code == 1
     error = capsys.readouterr().err
     assert "ffd[export]" in error and str(model) in error and "Traceback" not in error
 
@@ -297,8 +302,9 @@ def test_odd_file_names_are_written_and_shown_as_they_are(tiny_checkpoints, tmp_
     "option", [{"threshold": "abc"}, {"threshold": None}, {"batch_size": 0}, {"device": "gpu"}]
 )
 def test_an_option_out_of_range_is_named_before_the_model_loads(photos, tmp_path, capsys, option):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         exit_on_user_error(predict)(photos, tmp_path / "none.ckpt", tmp_path / "run", **option)
+    assert stop.value.code == 1
     error = capsys.readouterr().err
     (name,) = option
     assert f"{name}=" in error and "conf/predict.yaml" in error and "Traceback" not in error

@@ -135,9 +135,11 @@ def test_a_user_error_in_one_sweep_job_fails_that_job_only(monkeypatch, capsys):
     def job() -> None:
         raise UserError("model.net.image_size=16 but data.image_size=32")
 
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         job()
+    assert stop.value.code == 1
     monkeypatch.setattr(runtime, "in_sweep", lambda: True)
     with pytest.raises(UserError, match=r"model\.net\.image_size=16"):
         job()
-    assert capsys.readouterr().err.count("ffd: error: model.net.image_size=16") == 2
+    error = capsys.readouterr().err
+    assert error.count("ffd: error: model.net.image_size=16") == 2 and "Traceback" not in error

@@ -36,7 +36,6 @@ def compose_train(*overrides: str) -> dict:
 def test_trainer_gpu_sets_the_loader_and_speed_callback_and_keeps_cpu_runs_apart() -> None:
     gpu = compose_train("trainer=gpu", "data.root=/data")
     assert gpu.trainer.accelerator == "gpu" and gpu.trainer.benchmark is True
-    assert gpu.trainer.precision == gpu_precision()
     assert gpu.data.pin_memory and gpu.data.persistent_workers and gpu.data.num_workers is None
     assert gpu.data.augment_on == "gpu"
     assert gpu.callbacks.speed.channels_last is True and gpu.callbacks.speed.compile is False
@@ -48,12 +47,14 @@ def test_trainer_gpu_sets_the_loader_and_speed_callback_and_keeps_cpu_runs_apart
 @pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16-mixed"), (False, "16-mixed")])
 def test_gpu_precision_follows_the_gpu(monkeypatch, native_bf16: bool, expected: str) -> None:
     """A T4 or V100 reports bf16 support through emulation (torch's default question), with no bf16
-    tensor cores: it gets fp16."""
+    tensor cores: it gets fp16. trainer=gpu's precision is the same answer."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(
         torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bf16 or including_emulation
     )
     assert gpu_precision() == expected
+    gpu = compose_train("trainer=gpu", "data.root=/data")
+    assert gpu.trainer.precision == expected  # read inside the patches: OmegaConf resolves on reading
 
 
 def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer() -> None:
@@ -120,6 +121,8 @@ def test_adamw_is_fused_where_torch_has_the_kernel_unless_told_otherwise() -> No
 
 
 def test_loader_workers_are_shared_between_the_processes_of_a_machine(monkeypatch) -> None:
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)  # a SLURM job's own CPU count would answer
+    monkeypatch.delenv("SLURM_STEP_ID", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     assert default_num_workers() == 15
     assert default_num_workers(processes=2) == 7
