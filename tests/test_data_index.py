@@ -180,6 +180,21 @@ def test_no_split_folders_is_an_error(tmp_path: Path) -> None:
         index_dataset(tmp_path)
 
 
+@pytest.mark.parametrize("classes", [("real", "fake"), ("fake_faces",)])
+def test_class_folders_without_splits_are_the_test_split(tmp_path: Path, classes: tuple[str, ...]) -> None:
+    """A set to evaluate a detector on, e.g. another generator's faces: ffd.eval reads it; training asks
+    for its splits."""
+    for name in classes:
+        write_images(tmp_path / name, 3)
+    index = index_dataset(tmp_path)
+    assert index.root == tmp_path and sum(index.counts()["test"].values()) == 3 * len(classes)
+    for path, label in index.samples["test"]:
+        assert Path(path).parent.name.startswith(("real", "fake")[label])
+    index.require(["test"], one_class_will_do=["test"])
+    with pytest.raises(DatasetLayoutError, match=r"split 'train' is empty.*Class folders directly in ROOT"):
+        index.require(["train", "val"])
+
+
 def test_bad_files_are_skipped_and_listed_at_index_time(tmp_path: Path) -> None:
     write_tree(tmp_path)
     folder = tmp_path / "train" / "real"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,12 +188,28 @@ def test_limit_per_split_keeps_the_first_n_per_class(faces: Path) -> None:
     assert [Path(p).name for p, _ in dm.index.samples["train"]] == ["000000.jpg", "000001.jpg"] * 2
 
 
-def test_imbalance_warning(tmp_path: Path) -> None:
+def test_imbalance_warning(tmp_path: Path, caplog) -> None:
     root = generate(tmp_path, image_size=16, train=10, val=4, test=4, progress=False)
     for path in sorted((root / "train" / "fake").iterdir())[:3]:
         path.unlink()
-    with pytest.warns(UserWarning, match="'train' is imbalanced"):
-        module(root).setup("fit")
+    module(root).setup("fit")
+    assert "split 'train' is imbalanced (5 real, 2 fake)" in caplog.text
+
+
+@pytest.mark.parametrize("missing", ["real", "fake"])
+def test_a_one_class_test_split_will_do_for_evaluation_only(tmp_path: Path, caplog, missing: str) -> None:
+    """ffd.eval on the faces of another generator (fakes only): accuracy is then the share caught. A
+    training run's test split still needs both classes."""
+    root = generate(tmp_path, image_size=16, train=4, val=4, test=4, progress=False)
+    shutil.rmtree(root / "test" / missing)
+    with pytest.raises(DatasetLayoutError, match=f"split 'test' has no {missing} images"):
+        module(root).setup("test")
+    evaluation = module(root)
+    evaluation.one_class_test = True
+    evaluation.setup("test")
+    kept = "fake" if missing == "real" else "real"
+    assert f"split 'test' holds {kept} images only: accuracy is the share called {kept}" in caplog.text
+    assert {label for _, label in evaluation.index.samples["test"]} == {1 if kept == "fake" else 0}
 
 
 def test_missing_root_error_from_the_module() -> None:

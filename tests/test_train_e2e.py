@@ -98,6 +98,23 @@ def test_eval_with_no_readable_test_image_says_so_and_lists_them(tiny_checkpoint
     assert (run / "report" / "bad_files.txt").read_text().startswith("# 12 unreadable file(s)")
 
 
+def test_eval_on_a_folder_of_another_generators_fakes_reports_the_share_caught(tiny_checkpoints, tmp_path):
+    """ROOT/fake/*.jpg, no split folders, no real images: the test split, scored by the share called fake."""
+    faces = generate(tmp_path / "made", 32, 4, 4, 10, progress=False)
+    other = tmp_path / "other_gan"
+    other.mkdir()
+    shutil.move(faces / "test" / "fake", other / "fake")
+    result = run_ffd("ffd.eval", f"ckpt_path={tiny_checkpoints['vit']}", f"data.root={other}", root=tmp_path)
+    assert "split 'test' holds fake images only: accuracy is the share called fake" in result.stdout
+    (run,) = run_dirs(tmp_path, "eval")
+    summary = json.loads((run / "report" / "metrics.json").read_text())
+    with (run / "report" / "predictions.csv").open() as handle:
+        called_fake = [row["verdict"] == "fake" for row in csv.DictReader(handle)]
+    assert summary["counts"]["real"] == 0 and summary["counts"]["fake"] == len(called_fake) == 5
+    assert summary["metrics"]["accuracy"] == pytest.approx(sum(called_fake) / 5)
+    assert summary["metrics"]["auroc"] is None and not (run / "report" / "roc.png").exists()
+
+
 def test_missing_data_root_is_one_clear_error(tmp_path):
     """Found before the DenseNet's ImageNet weights are fetched (offline, timm retries for a minute)."""
     result = run_ffd("ffd.train", "data=kaggle", root=tmp_path, expect_ok=False)

@@ -10,10 +10,10 @@ metrics.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -36,6 +36,7 @@ from ffd.images import UnreadableImageError, read_rgb
 from ffd.runtime import UserError, count_problem, workers_problem
 
 IMBALANCE = 0.6  # warn when one class is more than this fraction of a split
+log = logging.getLogger(__name__)
 
 
 class FaceImages(Dataset):
@@ -192,6 +193,9 @@ class FacesDataModule(L.LightningDataModule):
         # The splits that must hold both classes before fitting: ffd.train adds "test" when it tests after
         # fitting, so that a missing test split stops the run before the training, not after it.
         self.splits_for_fit: tuple[str, ...] = ("train", "val")
+        # ffd.eval tests on a split of one class too (the faces of another generator: accuracy is then the
+        # share caught); a training run's test split needs both.
+        self.one_class_test = False
 
     def prepare_data(self) -> None:
         if self.synthetic:
@@ -207,15 +211,33 @@ class FacesDataModule(L.LightningDataModule):
             self.index = self._shared_index()
             self.print_table()
         needed = {"fit": self.splits_for_fit, "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        self.index.require(needed.get(stage, SPLITS))
+        self.index.require(needed.get(stage, SPLITS), ("test",) if self.one_class_test else ())
         for split in needed.get(stage, SPLITS):
-            counts = self.index.counts()[split]
-            if max(counts.values()) > IMBALANCE * sum(counts.values()):
-                warnings.warn(
-                    f"{self.index.root}: split '{split}' is imbalanced ({counts[0]} real, {counts[1]} fake); "
-                    "accuracy will be misleading, watch AUROC and per-class recall.",
-                    stacklevel=2,
-                )
+            self.warn_about_classes(split)
+
+    @rank_zero_only
+    def warn_about_classes(self, split: str) -> None:
+        """Warn when `split` holds one class only, or one class for more than IMBALANCE of it."""
+        counts = self.index.counts()[split]
+        if not min(counts.values()):
+            only = LABELS[max(counts, key=counts.get)]
+            log.warning(
+                "%s: split '%s' holds %s images only: accuracy is the share called %s; AUROC and AUPRC "
+                "need both classes and are left out.",
+                self.index.root,
+                split,
+                only,
+                only,
+            )
+        elif max(counts.values()) > IMBALANCE * sum(counts.values()):
+            log.warning(
+                "%s: split '%s' is imbalanced (%d real, %d fake); accuracy will be misleading, watch AUROC "
+                "and per-class recall.",
+                self.index.root,
+                split,
+                counts[0],
+                counts[1],
+            )
 
     def _index(self) -> DatasetIndex:
         if self.synthetic:  # no-op when prepare_data made it; lets a plain setup() call work too

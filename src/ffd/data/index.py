@@ -29,7 +29,8 @@ MAX_DEPTH = 4  # how far below the given root the split folders may be
 EXPECTED_LAYOUT = (
     "Expected layout: ROOT/{train,valid|val,test}/{real|real_faces,fake|fake_faces}/*.jpg, possibly a few "
     "folders down (the unpacked Kaggle archive nests it as ROOT/real_vs_fake/real-vs-fake/...); label 0 = "
-    "real, 1 = fake."
+    "real, 1 = fake. Class folders directly in ROOT, with no split folders, are read as the test split "
+    "(ffd.eval on another set)."
 )
 
 
@@ -60,14 +61,15 @@ class DatasetIndex:
             for split in SPLITS
         }
 
-    def require(self, splits: Sequence[str] = SPLITS) -> None:
-        """Raise one DatasetLayoutError listing every empty split or class among `splits`."""
+    def require(self, splits: Sequence[str] = SPLITS, one_class_will_do: Sequence[str] = ()) -> None:
+        """Raise one DatasetLayoutError listing every empty split among `splits`, and every missing class of
+        those not in `one_class_will_do`."""
         counts = self.counts()
         problems = []
         for split in splits:
             if counts[split][0] + counts[split][1] == 0:
                 problems.append(f"split '{split}' is empty")
-            else:
+            elif split not in one_class_will_do:
                 problems += [
                     f"split '{split}' has no {LABELS[y]} images" for y in LABELS if not counts[split][y]
                 ]
@@ -244,9 +246,13 @@ def index_dataset(
     try:
         data_root, split_paths = find_data_root(root, split_dirs, class_dirs)
     except DatasetLayoutError:
-        if use_csv is False or not _find_csvs(root, None, split_dirs):
+        if any(_match(folder.name, class_dirs) for folder in _subdirs(root)):
+            # Class folders with no split above them: a set to evaluate on (faces of another generator).
+            data_root, split_paths = root, {"test": root}
+        elif use_csv is False or not _find_csvs(root, None, split_dirs):
             raise
-        data_root, split_paths = None, {}
+        else:
+            data_root, split_paths = None, {}
 
     csvs = _find_csvs(root, data_root, split_dirs) if use_csv is not False else {}
     if use_csv is True and not (csvs and all(map(_has_kaggle_columns, csvs.values()))):
