@@ -21,6 +21,7 @@ from ffd.report import (
     REPORT_FILES,
     Predictions,
     compute_metrics,
+    confusion_figure,
     pick_verdict_examples,
     verdict,
     verdicts_figure,
@@ -116,6 +117,14 @@ def test_verdict_examples_show_confident_mistakes_first():
     chosen = pick_verdict_examples(labels, probs, 0.5, 4)
     assert chosen[:2] == [0, 2]
     assert len(chosen) == 4 and len(set(chosen)) == 4
+
+
+def test_the_confusion_matrix_gives_shares_of_each_true_class_and_none_for_an_absent_class():
+    labels, probs = np.array([1, 1, 1]), np.array([0.9, 0.8, 0.2])  # fakes only: two caught, one missed
+    fig = confusion_figure(labels, probs, 0.5)
+    texts = [text.get_text() for text in fig.axes[0].texts]
+    plt.close(fig)
+    assert texts == ["0", "0", "1\n33.3%", "2\n66.7%"]  # rows true real, true fake; columns predicted
 
 
 def test_verdict_examples_show_the_closest_correct_calls_after_the_mistakes():

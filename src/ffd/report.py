@@ -112,11 +112,12 @@ def confusion_figure(labels: np.ndarray, probs: np.ndarray, threshold: float) ->
     ax.set_yticks([0, 1], names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    row_totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
+    row_totals = matrix.sum(axis=1)
     for (row, col), count in np.ndenumerate(matrix):
-        share = count / row_totals[row, 0]
+        # A class with no test image (another generator's fakes alone) has no shares to give.
+        text = f"{count}\n{count / row_totals[row]:.1%}" if row_totals[row] else f"{count}"
         colour = "white" if count > matrix.max() / 2 else "black"
-        ax.text(col, row, f"{count}\n{share:.1%}", ha="center", va="center", color=colour, fontsize=11)
+        ax.text(col, row, text, ha="center", va="center", color=colour, fontsize=11)
     ax.set_title(f"Confusion matrix (threshold {threshold:g})")
     fig.tight_layout()
     return fig
