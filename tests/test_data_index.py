@@ -188,6 +188,7 @@ def test_class_folders_without_splits_are_the_test_split(tmp_path: Path, classes
         write_images(tmp_path / name, 3)
     index = index_dataset(tmp_path)
     assert index.root == tmp_path and sum(index.counts()["test"].values()) == 3 * len(classes)
+    assert index.source == "class folders, read as the test split"
     for path, label in index.samples["test"]:
         assert Path(path).parent.name.startswith(("real", "fake")[label])
     index.require(["test"], one_class_will_do=["test"])
@@ -224,3 +225,12 @@ def test_symlinked_folders_inside_a_class_are_followed_once(tmp_path: Path) -> N
     index = index_dataset(tmp_path / "data")
     assert index.counts()["train"] == {0: 2 + 3, 1: 2}
     assert index.skipped == []
+
+
+def test_a_training_split_given_as_the_root_is_tested_with_a_warning(tmp_path: Path, caplog) -> None:
+    """data.root=.../train by mistake: its images would pass for test images."""
+    write_tree(tmp_path, n=2)
+    index = index_dataset(tmp_path / "train")
+    assert index.counts()["test"] == {0: 2, 1: 2}
+    assert "is named like a train split and is read as the test split" in caplog.text
+    assert f"own test split, point data.root at {tmp_path}." in caplog.text

@@ -12,6 +12,7 @@ so only their ``label_str`` column is used.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
 CLASS_DIRS: dict[int, tuple[str, ...]] = {0: ("real", "real_faces"), 1: ("fake", "fake_faces")}
 MAX_DEPTH = 4  # how far below the given root the split folders may be
+log = logging.getLogger(__name__)
 EXPECTED_LAYOUT = (
     "Expected layout: ROOT/{train,valid|val,test}/{real|real_faces,fake|fake_faces}/*.jpg, possibly a few "
     "folders down (the unpacked Kaggle archive nests it as ROOT/real_vs_fake/real-vs-fake/...); label 0 = "
@@ -43,7 +45,7 @@ class DatasetIndex:
     root: Path  # the folder that holds the split folders
     samples: dict[str, list[tuple[str, int]]]  # split -> [(absolute path, label)]
     skipped_by_split: dict[str, list[tuple[str, str]]]  # split -> [(path, reason)] found at index time
-    source: str  # "folders" or "csv"
+    source: str  # "folders", "csv", or "class folders, read as the test split"
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -249,6 +251,14 @@ def index_dataset(
         if any(_match(folder.name, class_dirs) for folder in _subdirs(root)):
             # Class folders with no split above them: a set to evaluate on (faces of another generator).
             data_root, split_paths = root, {"test": root}
+            if (named := _match(root.name, split_dirs)) and named != ["test"]:
+                log.warning(
+                    "%s is named like a %s split and is read as the test split; to test on its data set's "
+                    "own test split, point data.root at %s.",
+                    root,
+                    named[0],
+                    root.parent,
+                )
         elif use_csv is False or not _find_csvs(root, None, split_dirs):
             raise
         else:
@@ -274,7 +284,8 @@ def index_dataset(
             raise DatasetLayoutError(
                 f"{root}: the CSVs' paths do not resolve and no split folders were found."
             )
-        listed, source = _scan_folders(split_paths, class_dirs), "folders"
+        listed = _scan_folders(split_paths, class_dirs)
+        source = "class folders, read as the test split" if split_paths == {"test": root} else "folders"
 
     samples: dict[str, list[tuple[str, int]]] = {split: [] for split in SPLITS}
     skipped: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
