@@ -42,7 +42,7 @@ class DatasetLayoutError(FileNotFoundError):
 
 @dataclass
 class DatasetIndex:
-    root: Path  # the folder that holds the split folders
+    root: Path  # the folder that holds the split folders (or the class folders read as the test split)
     samples: dict[str, list[tuple[str, int]]]  # split -> [(absolute path, label)]
     skipped_by_split: dict[str, list[tuple[str, str]]]  # split -> [(path, reason)] found at index time
     source: str  # "folders", "csv", or "class folders, read as the test split"
