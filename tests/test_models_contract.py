@@ -167,6 +167,17 @@ def test_a_checkpoint_that_needs_pickled_code_is_refused_in_one_line(tmp_path) -
     assert "weights_only=False" not in message and "\n" not in message
 
 
+def test_an_onnx_file_given_as_a_checkpoint_names_the_command_that_reads_it(tmp_path) -> None:
+    """ffd.eval ckpt_path=model.onnx said 'not a PyTorch file of tensors'."""
+    from ffd.models.classifier import CheckpointError, load_classifier
+
+    path = tmp_path / "vit_64px_fp32.onnx"
+    path.write_bytes(b"\x08\x07onnx-bytes")
+    with pytest.raises(CheckpointError, match=r"exported ONNX model; this command takes the \.ckpt") as error:
+        load_classifier(path)
+    assert f"ffd.predict input=FOLDER model={path}" in str(error.value)
+
+
 def _fit_schedule(tmp_path, scheduler: dict, max_epochs: int, ckpt_path=None) -> DeepfakeClassifier:
     """A tiny ViT fitted on 8 random images, writing checkpoints/last.ckpt at every epoch end as
     conf/callbacks/default.yaml's latest_checkpoint does."""

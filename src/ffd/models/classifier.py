@@ -346,6 +346,12 @@ def read_checkpoint(path: str | Path, expected_net: str | None = None) -> dict[s
             f"Checkpoint {path} does not exist. Pass ckpt_path=PATH to a .ckpt written by ffd.train "
             "(in outputs/train/<timestamp>/checkpoints/)."
         )
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(
+            f"{path} is an exported ONNX model; this command takes the .ckpt it was exported from "
+            "(outputs/train/<timestamp>/checkpoints/). For the ONNX file's verdicts on a folder: "
+            f"python -m ffd.predict input=FOLDER model={path}."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
