@@ -168,6 +168,38 @@ def test_a_one_class_report_has_null_curves_a_note_and_strict_json(tmp_path, pre
     assert (out / "verdicts.png").exists() and (out / "confusion_matrix.png").exists()
 
 
+@pytest.mark.parametrize(
+    ("labels", "logits"),
+    [
+        ([0, 0, 0], [-2.0, 1.0, -1.0]),  # reals alone, one called fake: no fake to recall
+        ([0, 0], [-2.0, -1.0]),  # reals alone, all called real: every ratio is 0/0
+        ([0, 1], [-2.0, -1.0]),  # nothing called fake: precision has no flagged image
+    ],
+    ids=["reals-one-flagged", "reals-all-right", "none-flagged"],
+)
+def test_a_ratio_of_zero_over_zero_is_null_with_a_note_not_zero(tmp_path, labels, logits):
+    """torchmetrics scores 0/0 as 0: a set of reals alone read "recall 0.0000", as if no fake was caught."""
+    labels, logits = np.array(labels), np.array(logits)
+    called_fake, fake = logits > 0, labels == 1
+    expected_null = {
+        name
+        for name, denominator in (
+            ("precision", called_fake.sum()),
+            ("recall", fake.sum()),
+            ("f1", called_fake.sum() + fake.sum()),
+        )
+        if denominator == 0
+    }
+    write_report(tmp_path, Predictions([f"{i}.png" for i in range(len(labels))], labels, logits))
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    ratios = ("precision", "recall", "f1")
+    assert {name for name in ratios if on_disk["metrics"][name] is None} == expected_null
+    assert all(on_disk["metrics"][name] == 0.0 for name in set(ratios) - expected_null)
+    note = next(note for note in on_disk["notes"] if "0/0" in note)
+    assert all(name in note for name in expected_null)
+    assert all(name not in note.split(":")[0] for name in set(ratios) - expected_null)
+
+
 def test_json_safe_turns_every_non_finite_number_into_null():
     from ffd.report import json_safe
 
@@ -232,6 +264,28 @@ def test_one_class_test_metrics_are_logged_as_nan_not_zero(tmp_path):
     with torch.no_grad():  # every label is fake: the accuracy is the share called fake, P(fake) > 0.5
         called_fake = (torch.sigmoid(model.eval()(images)) > 0.5).float().mean()
     assert float(metrics["test/accuracy"]) == pytest.approx(float(called_fake))
+
+
+def test_a_ratio_of_zero_over_zero_is_logged_as_nan_not_zero(tmp_path):
+    """The logged test metrics (TensorBoard, a sweep's objective) agree with the report: with reals alone,
+    recall is NaN, not torchmetrics' 0."""
+    import lightning as L
+
+    from ffd.models.classifier import DeepfakeClassifier
+
+    torch.manual_seed(0)
+    model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 8, "depth": 1})
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    data = [{"image": images[i], "label": torch.tensor(0.0)} for i in range(6)]
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.test(model, torch.utils.data.DataLoader(data, batch_size=3), verbose=False)
+    metrics = trainer.callback_metrics
+    with torch.no_grad():
+        flagged = int((torch.sigmoid(model.eval()(images)) > 0.5).sum())
+    assert torch.isnan(metrics["test/recall"])
+    assert torch.isnan(metrics["test/precision"]) == (flagged == 0)
+    assert torch.isnan(metrics["test/f1"]) == (flagged == 0)
+    assert float(metrics["test/accuracy"]) == pytest.approx(1 - flagged / 6)
 
 
 @pytest.fixture(scope="module")

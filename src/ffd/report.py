@@ -85,18 +85,41 @@ def one_class_note(real: int, fake: int) -> str | None:
     )
 
 
+def undefined_ratio_note(metrics: Mapping[str, float]) -> str | None:
+    """Why precision, recall or F1 is null: its ratio is 0/0 (no image called fake, or no fake image)."""
+    null = [name for name in ("precision", "recall", "f1") if math.isnan(metrics[name])]
+    if not null:
+        return None
+    reasons = [
+        reason
+        for name, reason in (
+            ("precision", "no image was called fake"),
+            ("recall", "there is no fake test image"),
+        )
+        if name in null
+    ]
+    names = ", ".join(null[:-1]) + " and " + null[-1] if len(null) > 1 else null[0]
+    return (
+        f"{names} {'are' if len(null) > 1 else 'is'} null, not 0 (a ratio of 0/0): {' and '.join(reasons)}."
+    )
+
+
 def compute_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Loss, accuracy, precision, recall, F1, AUROC and AUPRC of P(fake) against the labels."""
+    """Loss, accuracy, precision, recall, F1, AUROC and AUPRC of P(fake) against the labels.
+
+    A ratio that is 0/0 is NaN (null in metrics.json), not torchmetrics' 0: on a set of reals alone, a
+    recall of 0 would read as "no fake caught" when there was none to catch."""
     target = torch.as_tensor(labels, dtype=torch.long)
     logit = torch.as_tensor(logits, dtype=torch.float64)
     prob = torch.sigmoid(logit)
     both_classes = target.unique().numel() == 2
+    (_, fp), (fn, tp) = tmf.binary_confusion_matrix(prob, target, threshold).tolist()
     return {
         "loss": torch.nn.functional.binary_cross_entropy_with_logits(logit, target.double()).item(),
         "accuracy": tmf.binary_accuracy(prob, target, threshold).item(),
-        "precision": tmf.binary_precision(prob, target, threshold).item(),
-        "recall": tmf.binary_recall(prob, target, threshold).item(),
-        "f1": tmf.binary_f1_score(prob, target, threshold).item(),
+        "precision": tmf.binary_precision(prob, target, threshold).item() if tp + fp else math.nan,
+        "recall": tmf.binary_recall(prob, target, threshold).item() if tp + fn else math.nan,
+        "f1": tmf.binary_f1_score(prob, target, threshold).item() if 2 * tp + fp + fn else math.nan,
         "auroc": tmf.binary_auroc(prob, target).item() if both_classes else math.nan,
         "auprc": tmf.binary_average_precision(prob, target).item() if both_classes else math.nan,
     }
@@ -271,8 +294,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     labels, probs = predictions.labels.astype(int), predictions.probs
     real, fake = int((labels == 0).sum()), int((labels == 1).sum())
-    note = one_class_note(real, fake)
     metrics = compute_metrics(labels, predictions.logits, threshold)
+    notes = [note for note in (one_class_note(real, fake), undefined_ratio_note(metrics)) if note]
     (tn, fp), (fn, tp) = tmf.binary_confusion_matrix(
         torch.as_tensor(probs), torch.as_tensor(labels).long(), threshold
     ).tolist()
@@ -294,7 +317,7 @@ def write_report(
         "model": dict(model or {}),
         "data": dict(data or {}),
         **dict(extra or {}),
-        "notes": [note] if note else [],
+        "notes": notes,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_predictions_csv(out / "predictions.csv", predictions, threshold)

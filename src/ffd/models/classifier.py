@@ -245,10 +245,9 @@ class DeepfakeClassifier(L.LightningModule):
         if _distributed():  # compute() gathers from every process: all of them take part, or none
             updated = self.trainer.strategy.reduce_boolean_decision(updated, all=False)
         scores = metrics.compute() if updated else None
-        if scores is not None and not self._both_classes_seen(metrics):
-            for name in CURVE_METRICS:
-                scores[metrics.prefix + name] = torch.full_like(scores[metrics.prefix + name], math.nan)
         if scores is not None:
+            for name in self._undefined_metrics(metrics):
+                scores[metrics.prefix + name] = torch.full_like(scores[metrics.prefix + name], math.nan)
             self.log_dict(scores, sync_dist=True)
             if loss is not None:
                 # On the progress bar for validation (a value read once per epoch).
@@ -263,14 +262,20 @@ class DeepfakeClassifier(L.LightningModule):
             loss.reset()
         return scores
 
-    def _both_classes_seen(self, metrics: MetricCollection) -> bool:
-        """Whether the epoch's targets (on every process) held real and fake images: the ranking metrics
-        mean nothing otherwise. Read from the verdict metrics' confusion counts, once per epoch."""
-        counts = metrics.__getitem__("accuracy", copy_state=False)
-        per_class = torch.stack([(counts.tp + counts.fn).sum(), (counts.tn + counts.fp).sum()])
+    def _undefined_metrics(self, metrics: MetricCollection) -> list[str]:
+        """The epoch's metrics that mean nothing, logged as NaN as the report shows them null: AUROC and
+        AUPRC unless the targets (on every process) held both classes, and precision, recall and F1 where
+        their ratio is 0/0 (torchmetrics says 0). Read from the verdict metrics' confusion counts, once
+        per epoch."""
+        verdicts = metrics.__getitem__("accuracy", copy_state=False)
+        counts = torch.stack([verdicts.tp.sum(), verdicts.fp.sum(), verdicts.fn.sum(), verdicts.tn.sum()])
         if _distributed():
-            per_class = self.trainer.strategy.reduce(per_class, reduce_op="sum")
-        return bool((per_class > 0).all())
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        tp, fp, fn, tn = counts.tolist()
+        denominators = {"precision": tp + fp, "recall": tp + fn, "f1": 2 * tp + fp + fn}
+        undefined = [name for name, denominator in denominators.items() if denominator == 0]
+        both_classes = tp + fn > 0 and tn + fp > 0
+        return undefined if both_classes else [*undefined, *CURVE_METRICS]
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics(self.train_metrics)
