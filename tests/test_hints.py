@@ -30,9 +30,39 @@ def test_a_mistyped_key_gets_the_key_it_resembles(config: str, typed: list[str],
 def test_predict_is_composed_from_the_config_store(tmp_path) -> None:
     """predict's `model` is a file, not the training config group of that name (a subprocess: importing
     ffd.predict fills Hydra's config store, which would change how this process composes conf/)."""
-    result = run_ffd("ffd.predict", "input=x", "model=y.ckpt", "thresold=0.3", root=tmp_path, expect_ok=False)
+    result = run_ffd(
+        "ffd.predict", "input=x", "ckpt_path=y.ckpt", "thresold=0.3", root=tmp_path, expect_ok=False
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "ffd: did you mean model=y.ckpt? (`ckpt_path` is not a key of the predict config)" in result.stderr
     assert "ffd: did you mean threshold=0.3? (`thresold` is not a key of the predict config)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "typed", "meant"),
+    [
+        ("eval", "threshold=0.3", "callbacks.report.threshold=0.3"),
+        ("eval", "input=/data/sg3", "data.root=/data/sg3"),
+        ("eval", "model=last.ckpt", "ckpt_path=last.ckpt"),  # `model` is a group of conf/, not of eval
+        ("export", "model=last.ckpt", "ckpt_path=last.ckpt"),
+    ],
+)
+def test_another_commands_name_for_a_setting_gets_this_ones(config: str, typed: str, meant: str) -> None:
+    """ffd.predict says model, input and threshold; ffd.eval and ffd.export say ckpt_path, data.root and
+    callbacks.report.threshold: names that are no misspelling of each other."""
+    (line,) = suggestions(config, [typed])
+    assert line.startswith(f"ffd: did you mean {meant}?")
+
+
+def test_a_group_choice_is_not_taken_for_another_commands_name() -> None:
+    """ffd.train's `model` is its network config group: Hydra lists the options for model=last.ckpt."""
+    assert suggestions("train", ["model=last.ckpt"]) == []
+
+
+def test_eval_given_a_model_names_ckpt_path_after_hydras_error(tmp_path) -> None:
+    result = run_ffd("ffd.eval", "model=last.ckpt", root=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "ffd: did you mean ckpt_path=last.ckpt?" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,9 @@ from ffd.runtime import needs_extra
 CONF = Path(__file__).resolve().parent / "conf"
 # conf/hydra/launcher/<name>.yaml -> the plugin's module, its package and the extra that installs it
 LAUNCHER_PLUGINS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "slurm")}
+# One setting, two commands' names for it: ffd.predict takes `model`, `input`, `threshold`; ffd.eval and
+# ffd.export take `ckpt_path`, `data.root`, `callbacks.report.threshold`.
+SAME_SETTING = (("model", "ckpt_path"), ("input", "data.root"), ("threshold", "callbacks.report.threshold"))
 T = TypeVar("T")
 
 
@@ -48,29 +51,50 @@ def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | N
         return config_dir is not None and (config_dir / key).is_dir()
 
     groups = [o.input_line for o in overrides if is_group(o.key_or_group) and not o.is_delete()]
+    known = known_keys(config_name, groups, config_dir)
+    # A group option that does not exist: Hydra has listed the ones that do; only another command's name
+    # for a setting (ffd.eval model=...) is worth a line, looked up in the config as it is by default.
+    names_only = known is None
+    if known is None:
+        known = known_keys(config_name, [], config_dir) or []
+    lines = []
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_add() or override.is_delete() or key.startswith("hydra") or key in known:
+            continue
+        meant = same_setting(key, known)
+        if not (meant or names_only or is_group(key)):  # a group (experiment=...) is no key of the config
+            meant = closest_key(key, known)
+        if meant:
+            value = override.input_line.split("=", 1)[1]
+            lines.append(
+                f"ffd: did you mean {meant}={value}? (`{key}` is not a key of the {config_name} config)"
+            )
+    return lines
+
+
+def known_keys(config_name: str, groups: Sequence[str], config_dir: Path | None) -> list[str] | None:
+    """Every dotted key of the config composed with the `groups` choices; None if it does not compose."""
     try:
         with (
             initialize_config_dir(config_dir=str(config_dir), version_base="1.3")
             if config_dir
             else initialize(config_path=None, version_base="1.3")
         ):
-            cfg = compose(config_name, overrides=groups)
-    except Exception:  # a group option that does not exist: Hydra has listed the ones that do
-        return []
-    known = list(dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
-    lines = []
-    for override in overrides:
-        key = override.key_or_group
-        if override.is_add() or override.is_delete() or key.startswith("hydra") or key in known:
-            continue
-        if is_group(key):  # a config group (experiment=...): not a key of the composed config
-            continue
-        if meant := closest_key(key, known):
-            value = override.input_line.split("=", 1)[1]
-            lines.append(
-                f"ffd: did you mean {meant}={value}? (`{key}` is not a key of the {config_name} config)"
-            )
-    return lines
+            cfg = compose(config_name, overrides=list(groups))
+    except Exception:
+        return None
+    return list(dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+
+
+def same_setting(key: str, known: Sequence[str]) -> str | None:
+    """This config's name for a setting that another command calls `key` (ffd.predict's ``threshold`` is
+    ffd.eval's ``callbacks.report.threshold``)."""
+    for first, second in SAME_SETTING:
+        for typed, meant in ((first, second), (second, first)):
+            if key == typed and meant in known:
+                return meant
+    return None
 
 
 def closest_key(key: str, known: Sequence[str]) -> str | None:
