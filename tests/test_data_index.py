@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import csv
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torchvision.io import encode_jpeg
 
-from ffd.data.index import DatasetLayoutError, index_dataset
+import ffd
+from ffd.data.index import DatasetIndex, DatasetLayoutError, index_dataset
 
 KAGGLE_NEST = "real_vs_fake/real-vs-fake"
+CONF = Path(ffd.__file__).resolve().parent / "conf"
 
 
 def write_images(folder: Path, n: int, size: int = 8) -> list[Path]:
@@ -234,3 +240,99 @@ def test_a_training_split_given_as_the_root_is_tested_with_a_warning(tmp_path: P
     assert index.counts()["test"] == {0: 2, 1: 2}
     assert "is named like a train split and is read as the test split" in caplog.text
     assert f"own test split, point data.root at {tmp_path}." in caplog.text
+
+
+def layout_error(root: Path) -> str:
+    with pytest.raises(DatasetLayoutError, match="no split folders found") as error:
+        index_dataset(root)
+    assert "Expected layout" in str(error.value)
+    return str(error.value)
+
+
+def index_as_suggested(root: Path, message: str) -> DatasetIndex:
+    """Run the overrides the message suggests (between backticks) through Hydra, as ffd.eval would."""
+    overrides = shlex.split(re.search(r"run with `([^`]*)`", message).group(1))
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"data.root={root}", *overrides])
+    return index_dataset(cfg.data.root, cfg.data.split_dirs, cfg.data.class_dirs)
+
+
+@pytest.mark.parametrize("classes", [("real", "fake"), ("fake",)])
+def test_class_folders_a_level_down_name_their_folder(tmp_path: Path, classes: tuple[str, ...]) -> None:
+    for name in classes:
+        write_images(tmp_path / "stylegan3" / name, 2)
+    message = layout_error(tmp_path)
+    assert f"run with `data.root={tmp_path / 'stylegan3'}`" in message
+    assert sum(index_as_suggested(tmp_path, message).counts()["test"].values()) == 2 * len(classes)
+
+
+def test_class_folders_in_several_folders_suggest_the_first(tmp_path: Path) -> None:
+    write_tree(tmp_path, splits=("stylegan2", "stylegan3"))
+    message = layout_error(tmp_path)
+    assert "stylegan2/real" in message and "stylegan3/fake" in message
+    assert f"first of the 2 folders holding them, run with `data.root={tmp_path / 'stylegan2'}`" in message
+
+
+@pytest.mark.parametrize(
+    ("nest", "classes", "override"),
+    [
+        ("", ("0_real", "1_fake"), "'data.class_dirs={0:[0_real],1:[1_fake]}'"),  # CNNDetection
+        ("x", ("Real Images", "fakes"), """'data.class_dirs={0:["Real Images"],1:[fakes]}'"""),
+        ("x", ("real", "FakeFaces"), "'data.class_dirs={0:[real,real_faces],1:[FakeFaces]}'"),
+    ],
+    ids=["cnndetection", "quoted", "one-configured"],
+)
+def test_class_folders_under_other_names_get_the_class_dirs_override(
+    tmp_path: Path, nest: str, classes: tuple[str, ...], override: str
+) -> None:
+    for name in classes:
+        write_images(tmp_path / nest / name, 2)
+    message = layout_error(tmp_path)
+    assert all(f"{Path(nest, name).as_posix()}" in message for name in classes)
+    assert override in message
+    assert (f"data.root={tmp_path / nest}" in message) == bool(nest)
+    index = index_as_suggested(tmp_path, message)
+    assert index.counts()["test"] == {0: 2, 1: 2}
+    assert all(Path(path).parent.name == classes[label] for path, label in index.samples["test"])
+
+
+def test_split_folders_with_other_class_names_keep_the_root(tmp_path: Path) -> None:
+    """Split folders are found from the given root, so only the class names need overriding (the Kaggle
+    CSVs are looked for from that root down)."""
+    write_tree(tmp_path / KAGGLE_NEST, classes=("0_real", "1_fake"))
+    message = layout_error(tmp_path)
+    assert "data.root" not in message.split("Expected layout")[0]
+    assert index_as_suggested(tmp_path, message).counts() == {
+        s: {0: 2, 1: 2} for s in ("train", "val", "test")
+    }
+
+
+@pytest.mark.parametrize("name", ["real_vs_fake", "unreal", "fakeness", "photos"])
+def test_folder_names_without_one_class_word_are_not_taken_for_classes(tmp_path: Path, name: str) -> None:
+    write_images(tmp_path / name / "images", 2)
+    assert "data.class_dirs" not in layout_error(tmp_path)
+
+
+def test_class_folders_next_to_split_folders_are_named_in_a_warning(tmp_path: Path, caplog) -> None:
+    write_tree(tmp_path)
+    index_dataset(tmp_path)
+    assert "not read" not in caplog.text
+    write_images(tmp_path / "fake", 3)
+    write_images(tmp_path / "0_real", 3)
+    assert index_dataset(tmp_path).counts() == {s: {0: 2, 1: 2} for s in ("train", "val", "test")}
+    assert (
+        f"{tmp_path}: 0_real, fake, next to the split folders, look like class folders but are not read"
+        in (caplog.text)
+    )
+
+
+def test_a_flat_folder_of_images_points_to_predict(tmp_path: Path) -> None:
+    write_images(tmp_path, 3)
+    (tmp_path / "notes.txt").write_text("not an image")
+    write_images(tmp_path / "thumbnails" / "small", 1)  # a folder, but no class folder
+    message = layout_error(tmp_path)
+    assert f"{tmp_path} holds 3 image files directly" in message
+    command = re.search(r"`python -m ffd.predict ([^`]*)`", message).group(1)
+    arguments = dict(argument.split("=", 1) for argument in shlex.split(command))
+    assert arguments["input"] == str(tmp_path)
+    assert set(arguments) <= set(OmegaConf.load(CONF / "predict.yaml"))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
 CLASS_DIRS: dict[int, tuple[str, ...]] = {0: ("real", "real_faces"), 1: ("fake", "fake_faces")}
 MAX_DEPTH = 4  # how far below the given root the split folders may be
+CLASS_WORDS = {"real": 0, "reals": 0, "fake": 1, "fakes": 1}  # words that mark an unconfigured class folder
 log = logging.getLogger(__name__)
 EXPECTED_LAYOUT = (
     "Expected layout: ROOT/{train,valid|val,test}/{real|real_faces,fake|fake_faces}/*.jpg, possibly a few "
@@ -114,6 +117,74 @@ def _splits_in(folder: Path, split_dirs: Mapping, class_dirs: Mapping) -> dict[s
     return {split: paths[0] for split, paths in found.items()}
 
 
+def _named_like_class(name: str) -> int | None:
+    """The label of a folder name holding exactly one real/fake word (0_real, Fake-images, RealFaces,
+    fakes), so that the error can suggest data.class_dirs for it; None for real-vs-fake, unreal, photos."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)
+    labels = {CLASS_WORDS[word.lower()] for word in words if word.lower() in CLASS_WORDS}
+    return labels.pop() if len(labels) == 1 else None
+
+
+def _class_like(folders: Sequence[Path], class_dirs: Mapping) -> list[Path]:
+    """The folders named as a class in `class_dirs`, or named like one."""
+    return [f for f in folders if _match(f.name, class_dirs) or _named_like_class(f.name) is not None]
+
+
+def _some(items: Sequence[object], limit: int = 6) -> str:
+    shown = ", ".join(str(item) for item in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _hydra_string(name: str) -> str:
+    """A folder name as a Hydra override value: bare when it is one word, else double-quoted."""
+    return name if re.fullmatch(r"\w+", name) else '"' + name.replace('"', '\\"') + '"'
+
+
+def _shallowest_class_folders(root: Path, class_dirs: Mapping) -> list[Path]:
+    """The class-like folders at the first depth (at most MAX_DEPTH + 1 below `root`) that has any."""
+    level = [root]
+    for _ in range(MAX_DEPTH + 1):
+        level = [child for folder in level for child in _subdirs(folder)]
+        if classes := _class_like(level, class_dirs):
+            return classes
+    return []
+
+
+def _layout_hint(root: Path, split_dirs: Mapping, class_dirs: Mapping) -> str:
+    """Why no split folders were found, with the fix: the shallowest class folders and the overrides that
+    read them, else the image files lying directly in `root` and the command for unlabelled images."""
+    classes = _shallowest_class_folders(root, class_dirs)
+    if not classes:
+        with os.scandir(root) as entries:
+            images = sum(e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in entries)
+        if not images:
+            return ""
+        predict = f"python -m ffd.predict {shlex.quote(f'input={root}')} model=CHECKPOINT"
+        return (
+            f"{root} holds {images} image files directly and no class folders: ffd.eval needs its images "
+            f"in real/ and fake/ folders; for verdicts on unlabelled images run `{predict}` (a .ckpt from "
+            "ffd.train or an .onnx from ffd.export). "
+        )
+    # Split folders are found from root, wherever they are; class folders elsewhere are read from their own.
+    roots = sorted({root if _match(f.parent.name, split_dirs) else f.parent for f in classes})
+    overrides = [f"data.root={roots[0]}"] if roots != [root] else []
+    unread = {
+        label: sorted(
+            {f.name for f in classes if not _match(f.name, class_dirs) and _named_like_class(f.name) == label}
+        )
+        for label in LABELS
+    }
+    if any(unread.values()):
+        names = {label: unread[label] or class_dirs[label] for label in LABELS}
+        mapping = ",".join(f"{label}:[{','.join(map(_hydra_string, names[label]))}]" for label in LABELS)
+        overrides.append(f"data.class_dirs={{{mapping}}}")
+    found = f"Found class folders {_some([f.relative_to(root).as_posix() for f in classes])}"
+    if not overrides:
+        return f"{found}. "
+    which = "them" if len(roots) == 1 else f"those in the first of the {len(roots)} folders holding them"
+    return f"{found}; to read {which}, run with `{' '.join(map(shlex.quote, overrides))}`. "
+
+
 def find_data_root(root: Path, split_dirs: Mapping, class_dirs: Mapping) -> tuple[Path, dict[str, Path]]:
     """Breadth-first search (sorted, so deterministic) for the shallowest folder holding split folders."""
     level, depth = [root], 0
@@ -127,9 +198,22 @@ def find_data_root(root: Path, split_dirs: Mapping, class_dirs: Mapping) -> tupl
                 f"{', '.join(str(folder) for folder, _ in hits)}. Point data.root at the one to use."
             )
         if hits:
-            return hits[0]
+            folder, splits = hits[0]
+            if stray := _class_like(_subdirs(folder), class_dirs):
+                log.warning(
+                    "%s: %s, next to the split folders, look like class folders but are not read: only "
+                    "class folders inside a split folder (%s) are. Move their images into a split's class "
+                    "folder to use them.",
+                    folder,
+                    _some([f.name for f in stray]),
+                    _some([path.name for path in splits.values()]),
+                )
+            return folder, splits
         level, depth = [sub for folder in level for sub in _subdirs(folder)], depth + 1
-    raise DatasetLayoutError(f"{root}: no split folders found within {MAX_DEPTH} levels. {EXPECTED_LAYOUT}")
+    raise DatasetLayoutError(
+        f"{root}: no split folders found within {MAX_DEPTH} levels. "
+        f"{_layout_hint(root, split_dirs, class_dirs)}{EXPECTED_LAYOUT}"
+    )
 
 
 def _scan_folders(splits: dict[str, Path], class_dirs: Mapping) -> dict[str, list[tuple[str, str | int]]]:
