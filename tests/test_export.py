@@ -8,6 +8,7 @@ minute and a half of the suite on 2 CPU cores, the price of checking the model t
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from cli import TINY_DATA, run_dirs, run_ffd
 from ffd.assets import sha256_of
+from ffd.data.synthetic import generate
 from ffd.deploy.pipeline import REPORT_NAME
 from ffd.deploy.session import INPUT_NAME, OUTPUT_NAME, PRECISIONS, ModelInfo, OnnxDetector
 from ffd.models.classifier import load_classifier
@@ -129,6 +131,24 @@ def test_a_failed_limit_leaves_the_report_and_exits_1(tiny_checkpoints, tmp_path
     assert not report["passed"] and report["results"]["fp32"]["limit"]["ok"] is False
     assert list(report["files"]) == ["fp32"] and sorted(p.name for p in run.glob("*.onnx")) == [
         "vit_32px_fp32.onnx"
+    ]
+
+
+def test_int8_on_a_test_only_set_says_calibration_needs_validation_images(tiny_checkpoints, tmp_path):
+    """A folder of another generator's faces has a test split only: int8 said "split 'val' is empty"."""
+    made = generate(tmp_path / "made", 32, 2, 2, 6, progress=False)
+    other = tmp_path / "other_gan"
+    shutil.move(made / "test", other)
+    settings = [o for o in EXPORT_TINY if not o.startswith("data")]  # not data=synthetic
+    common = ["ffd.export", f"ckpt_path={tiny_checkpoints['vit']}", *settings, f"data.root={other}"]
+    result = run_ffd(*common, root=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "int8 needs validation images for its calibration" in result.stderr
+    assert not list(tmp_path.glob("outputs/**/*.onnx"))
+    run_ffd(*common, "export.precisions=[fp32,fp16]", root=tmp_path)  # the way out the message gives
+    assert sorted(p.name for p in tmp_path.glob("outputs/**/*.onnx")) == [
+        "vit_32px_fp16.onnx",
+        "vit_32px_fp32.onnx",
     ]
 
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ffd import LABELS
 from ffd.assets import sha256_of
+from ffd.data.index import DatasetLayoutError
 from ffd.deploy.convert import convert_fp16, export_onnx, model_info
 from ffd.deploy.parity import (
     QUALITY,
@@ -284,7 +285,14 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     make_output_dir(out, key="export.output_dir")
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
-    datamodule.setup("validate" if "int8" in precisions else "test")
+    if "int8" in precisions:
+        try:
+            datamodule.setup("validate")
+        except DatasetLayoutError as error:  # e.g. a folder of another generator's faces: a test split only
+            raise DatasetLayoutError(
+                f"int8 needs validation images for its calibration: {error} Point data.root at a set with "
+                "a valid/ folder (the training set's), or export without int8: export.precisions=[fp32,fp16]."
+            ) from None
     datamodule.setup("test")
 
     files, calibrated = write_files(cfg, model, datamodule, precisions, out)
