@@ -320,3 +320,46 @@ def test_under_ddp_a_process_that_cannot_see_process_0s_files_says_so(faces: Pat
     first.trainer = ddp_trainer(2, 0, Processes(others_agree=False))
     with pytest.raises(DatasetLayoutError, match=r"^A process cannot see the files that process 0 indexed"):
         first.setup("fit")
+
+
+def printed_rows(printed: str) -> list[str]:
+    """The first cell of each body row of the data set table (rich draws them between │ bars)."""
+    return [line.split("│")[1].strip() for line in printed.splitlines() if line.startswith("│")]
+
+
+@pytest.mark.parametrize("room", [2, 100])
+def test_a_long_root_is_printed_whole_above_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, room: int
+) -> None:
+    """The table's title wrapped at the table's width (about 49 columns), in the middle of the path. Now
+    the path gets a line of its own when the console is too narrow for the heading and it, else one line.
+    """
+    root = generate(tmp_path / "faces", image_size=16, train=2, val=2, test=2, progress=False)
+    monkeypatch.setenv("COLUMNS", str(len(str(root)) + room))  # rich's console width off a terminal
+    module(root).setup("test")
+    lines = capsys.readouterr().out.splitlines()
+    (with_root,) = [line for line in lines if str(root) in line]
+    assert "from folders" in (with_root if room == 100 else lines[lines.index(with_root) - 1])
+
+
+def test_a_split_with_no_files_is_left_out_of_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Class folders read as the test split printed train and val rows of zeros: a broken-looking set. A
+    split with only skipped files stays (here before the error about it), and the metrics' data block
+    still has every split."""
+    generated = generate(tmp_path / "generated", image_size=16, train=2, val=2, test=2, progress=False)
+    shutil.move(generated / "test", tmp_path / "classes")
+    with caplog.at_level("INFO", logger="ffd.record"):
+        tested = module(tmp_path / "classes")
+        tested.one_class_test = True
+        tested.setup("test")
+    assert printed_rows(capsys.readouterr().out) == ["test"]
+    assert "test 1 real, 1 fake" in caplog.text and "train 0 real" not in caplog.text
+    assert tested.summary()["splits"]["train"] == {"real": 0, "fake": 0, "skipped": 0}
+    shutil.rmtree(generated / "valid")
+    (generated / "valid" / "real").mkdir(parents=True)
+    (generated / "valid" / "real" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DatasetLayoutError, match="split 'val' is empty"):  # the table, then the error
+        module(generated).setup("validate")
+    assert printed_rows(capsys.readouterr().out) == ["train", "val"]

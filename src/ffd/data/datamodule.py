@@ -309,16 +309,29 @@ class FacesDataModule(L.LightningDataModule):
 
     @rank_zero_only
     def print_table(self) -> None:
-        table = Table(title=Text(f"Dataset {self.index.root} (from {self.index.source})"))
-        for column in ("split", "real (0)", "fake (1)", "total", "skipped"):
-            table.add_column(column, justify="left" if column == "split" else "right")
-        for split, row in self.summary()["splits"].items():
-            table.add_row(
-                split, str(row["real"]), str(row["fake"]), str(row["real"] + row["fake"]), str(row["skipped"])
-            )
+        """Images and skipped files per split, on the console (unless show_table is off) and in the log.
+
+        Splits with neither are left out: a set of class folders read as the test split would otherwise
+        show train and val rows of zeros, which read like a broken data set (a split the run needs and
+        lacks gets its own error). The root goes on a line of its own above the table, so that a long path
+        is broken only where the terminal is narrower than it, not at the table's width."""
+        splits = {
+            split: row
+            for split, row in self.summary()["splits"].items()
+            if row["real"] + row["fake"] + row["skipped"]
+        }
         if self.show_table:
-            Console().print(table)
-        splits = self.summary()["splits"]
+            table = Table()
+            for column in ("split", "real (0)", "fake (1)", "total", "skipped"):
+                table.add_column(column, justify="left" if column == "split" else "right")
+            for split, row in splits.items():
+                total = row["real"] + row["fake"]
+                table.add_row(split, str(row["real"]), str(row["fake"]), str(total), str(row["skipped"]))
+            console = Console()
+            heading, root = Text(f"Dataset (from {self.index.source}):"), Text(str(self.index.root))
+            fits = heading.cell_len + 1 + root.cell_len <= console.width
+            console.print(heading, root, sep=" " if fits else "\n")
+            console.print(table)
         record.info(
             "Dataset %s (from %s), %d px: %s",
             self.index.root,
