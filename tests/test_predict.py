@@ -130,12 +130,20 @@ def test_checkpoint_and_fp32_onnx_give_the_same_verdicts(tiny_checkpoints, photo
     exported = tmp_path / f"{name}.onnx"
     export_onnx(load_classifier(checkpoint).eval(), exported, sha256_of(checkpoint))
     threshold = threshold_between(reference_probs(checkpoint, [photos / f for f in READABLE]))
+    consoles = {"pytorch": quiet(), "onnxruntime": quiet()}
     runs = {
-        runtime: predict(photos, model, tmp_path / runtime, threshold, num_workers=0, console=quiet())
+        runtime: predict(
+            photos, model, tmp_path / runtime, threshold, num_workers=0, console=consoles[runtime]
+        )
         for runtime, model in (("pytorch", checkpoint), ("onnxruntime", exported))
     }
     torch_run, onnx_run = runs["pytorch"], runs["onnxruntime"]
     assert onnx_run.model["runtime"] == "onnxruntime" and onnx_run.model["name"] == name
+    # The title names the ONNX file's precision (fp32, fp16 or int8), as predictions.json does.
+    assert (
+        f"ffd.predict: {name} (onnxruntime, {onnx_run.model['precision']})"
+        in consoles["onnxruntime"].file.getvalue()
+    )
     assert [r.path for r in onnx_run.rows] == [r.path for r in torch_run.rows]
     assert [r.verdict for r in onnx_run.rows] == [r.verdict for r in torch_run.rows]
     assert {r.verdict for r in onnx_run.rows} == {"real", "fake"}
@@ -157,16 +165,23 @@ def test_inputs_from_a_folder_a_glob_and_a_list(photos, tmp_path):
 
 
 def test_a_list_input_through_the_command_line(tiny_checkpoints, photos, tmp_path):
-    """The real CLI (Hydra, model= despite the training config group of that name), run folder, output."""
+    """The real CLI (Hydra, model= despite the training config group of that name), run folder, output,
+    and its log. The input is typed relative to the shell's folder (tmp_path), the run folder is elsewhere:
+    the files record absolute paths."""
     listing = photos / "list.txt"
     listing.write_text("# two images, one missing file\na.png\nsub/c.png\nsub/missing.jpg\n")
+    typed = listing.relative_to(tmp_path)
     result = run_ffd(
-        "ffd.predict", f"input={listing}", f"model={tiny_checkpoints['vit']}", "threshold=0.5", root=tmp_path
+        "ffd.predict", f"input={typed}", f"model={tiny_checkpoints['vit']}", "threshold=0.5", root=tmp_path
     )
     (run,) = run_dirs(tmp_path, "predict")
     with (run / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["path"] for r in rows] == [str(photos / "a.png"), str(photos / "sub" / "c.png")]
+    # The run's log says what was done, as the train and eval logs do (it was empty).
+    log = (run / "predict.log").read_text()
+    assert str(listing) in log and str(tiny_checkpoints["vit"]) in log and str(run) in log
+    assert "2 image(s)" in log and "1 unreadable" in log
     assert all(r["verdict"] == ("fake" if float(r["p_fake"]) > 0.5 else "real") for r in rows)
     assert "missing.jpg" in (run / "bad_files.txt").read_text()
     printed = "".join(result.stdout.split())  # rich wraps and folds the table to the terminal's width
@@ -275,7 +290,7 @@ def test_an_onnx_model_without_onnxruntime_says_what_to_install(photos, tmp_path
     assert "ffd[export]" in error and str(model) in error and "Traceback" not in error
 
 
-def test_odd_file_names_are_written_and_shown_as_they_are(tiny_checkpoints, tmp_path):
+def test_odd_file_names_are_written_and_shown_as_they_are(tiny_checkpoints, tmp_path, monkeypatch):
     """A Latin-1 name (not UTF-8: surrogates in Python) once lost every prediction when the CSV was
     written; a [/x] in a name crashed the table (read as markup)."""
     folder = tmp_path / "odd"
@@ -289,13 +304,48 @@ def test_odd_file_names_are_written_and_shown_as_they_are(tiny_checkpoints, tmp_
     write_png(random_image(32, 32, 1), str(folder / "a [" / "x] b [red]c.png"))
     (folder / "a [" / "y] bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     console, out = quiet(), tmp_path / "run"
-    predict(folder, tiny_checkpoints["vit"], out, num_workers=0, console=console)
+    monkeypatch.chdir(tmp_path)  # a relative input: made absolute in the files, names kept byte for byte
+    predict("odd", tiny_checkpoints["vit"], out, num_workers=0, console=console)
     shown = console.file.getvalue()
     assert "a [/x] b [red]c.png" in shown and "a [/y] bad.jpg" in shown
     with (out / "predictions.csv").open(newline="", errors="surrogateescape") as handle:
         listed = {row["path"] for row in csv.DictReader(handle)}
     assert set(latin) < listed and all(Path(path).is_file() for path in listed)  # each opens its file
     assert "a [/y] bad.jpg" in (out / "bad_files.txt").read_text()
+
+
+def test_the_files_record_absolute_paths_and_keep_links(tiny_checkpoints, photos, tmp_path, monkeypatch):
+    """Paths typed relative to the shell's folder do not resolve from the run folder: the files record them
+    absolute, through a symbolic link as given (not its target); the console keeps them short."""
+    shell = tmp_path / "shell"
+    shell.mkdir()
+    (shell / "linked").symlink_to(photos)
+    (shell / "model.ckpt").symlink_to(tiny_checkpoints["vit"])
+    monkeypatch.chdir(shell)
+    console, out = quiet(), tmp_path / "run"
+    result = predict("linked", "model.ckpt", out, num_workers=0, console=console)
+    given = shell / "linked"
+    with (out / "predictions.csv").open() as handle:
+        assert [row["path"] for row in csv.DictReader(handle)] == [str(given / name) for name in READABLE]
+    summary = json.loads((out / "predictions.json").read_text())
+    assert summary["input"] == str(given) and summary["model"]["file"] == str(shell / "model.ckpt")
+    assert [row["path"] for row in summary["predictions"]] == [str(given / name) for name in READABLE]
+    assert summary["unreadable"][0]["path"] == str(given / "e.jpg")
+    assert f"{given / 'e.jpg'}\t" in (out / "bad_files.txt").read_text()
+    printed = console.file.getvalue()
+    assert str(given) not in printed and os.path.join("linked", "sub", "c.png") in printed
+    assert len(result.rows) == len(READABLE)
+
+
+def test_the_run_is_recorded_for_its_log(tiny_checkpoints, photos, tmp_path, caplog):
+    """predict.log (Hydra's file handler on ffd.record) gets the input, model, counts and the output."""
+    out = tmp_path / "run"
+    with caplog.at_level("INFO", logger="ffd.record"):
+        predict(photos, tiny_checkpoints["vit"], out, num_workers=0, console=quiet())
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "ffd.record"]
+    assert str(photos) in said and str(tiny_checkpoints["vit"]) in said and '"runtime": "pytorch"' in said
+    assert f"{len(READABLE)} image(s)" in said and "1 unreadable" in said and str(out) in said
+    assert "stopped early" not in said
 
 
 @pytest.mark.parametrize(
@@ -322,7 +372,7 @@ def test_an_earlier_runs_files_are_replaced_only_when_asked(tiny_checkpoints, ph
     assert len((out / "predictions.csv").read_text().splitlines()) == 1 + len(READABLE)
 
 
-def test_a_run_stopped_early_keeps_what_it_predicted(tiny_checkpoints, photos, tmp_path, monkeypatch):
+def test_a_run_stopped_early_keeps_what_it_predicted(tiny_checkpoints, photos, tmp_path, monkeypatch, caplog):
     import ffd.inference as inference
 
     real_open = inference.open_detector
@@ -341,8 +391,9 @@ def test_a_run_stopped_early_keeps_what_it_predicted(tiny_checkpoints, photos, t
 
     monkeypatch.setattr(inference, "open_detector", stops_at_the_second_batch)
     out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("INFO", logger="ffd.record"):
         predict(photos, tiny_checkpoints["vit"], out, batch_size=2, num_workers=0, console=quiet())
     summary = json.loads((out / "predictions.json").read_text())
     assert summary["complete"] is False and summary["counts"]["images"] == 2
     assert len((out / "predictions.csv").read_text().splitlines()) == 3
+    assert "stopped early" in caplog.text and "2 image(s)" in caplog.text  # the log says so too

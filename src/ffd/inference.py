@@ -2,14 +2,15 @@
 
 What ``python -m ffd.predict`` runs: resolve the input (an image, a folder, a glob or a list of paths),
 decode and resize exactly as evaluation does (FaceImages, eval_transform), predict in batches, then print
-a bounded table and write predictions.csv, predictions.json and bad_files.txt. Unreadable files are
-listed and skipped, never fatal.
+a bounded table, write predictions.csv, predictions.json and bad_files.txt, and record the run for the log
+file. Unreadable files are listed and skipped, never fatal.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 from torch.utils.data import DataLoader
 
-from ffd import LABELS
+from ffd import LABELS, record
 from ffd.data.datamodule import FaceImages, collate_faces, default_num_workers
 from ffd.data.transforms import eval_transform
 from ffd.deploy.session import OnnxDetector
@@ -76,6 +77,7 @@ def open_detector(model: str | Path, device: str = "auto") -> Detector:
             f"model={model} does not exist. Pass a .ckpt written by ffd.train "
             "(outputs/train/<timestamp>/checkpoints/) or an .onnx written by ffd.export."
         )
+    file = os.path.abspath(path)  # predictions.json is read from the run folder, not the shell's
     if suffix == ".onnx":
         try:
             session = OnnxDetector(path)
@@ -86,7 +88,7 @@ def open_detector(model: str | Path, device: str = "auto") -> Detector:
         info = session.info
         about = {"name": info.model, "precision": info.precision, "checkpoint_sha256": info.checkpoint_sha256}
         about |= {"runtime": "onnxruntime", "providers": session.session.get_providers()}
-        return Detector(session, session.image_size, {"file": str(path), **about})
+        return Detector(session, session.image_size, {"file": file, **about})
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     classifier = load_classifier(path).eval().to(device)
 
@@ -94,13 +96,22 @@ def open_detector(model: str | Path, device: str = "auto") -> Detector:
     def run(images: torch.Tensor) -> np.ndarray:
         return torch.sigmoid(classifier(images.to(device, non_blocking=True))).float().cpu().numpy()
 
-    about = {"file": str(path), "name": classifier.net_name, "runtime": "pytorch", "device": device}
+    about = {"file": file, "name": classifier.net_name, "runtime": "pytorch", "device": device}
     return Detector(run, int(classifier.image_size), about)
+
+
+def shown(path: str) -> str:
+    """``path`` relative to the current folder when it lies below it, else as it is.
+
+    For the console only: it is read in the shell the command ran from, where the short path resolves
+    (as the input typed there did); the files, read from the run folder, keep absolute paths."""
+    relative = os.path.relpath(path)
+    return path if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
 
 
 @dataclass
 class Prediction:
-    path: str
+    path: str  # absolute, symbolic links kept
     p_fake: float
     verdict: str  # "real" or "fake"
     confidence: float  # the probability of the verdict's class
@@ -148,7 +159,9 @@ class PredictRun:
         write_bad_files(output / "bad_files.txt", self.bad)
 
     def print(self, console: Console, max_rows: int, output: Path | None = None) -> None:
-        table = Table(title=f"ffd.predict: {self.model['name']} ({self.model['runtime']})")
+        # an ONNX file names its precision (fp32, fp16, int8); a checkpoint has none
+        how = ", ".join(filter(None, (self.model["runtime"], self.model.get("precision"))))
+        table = Table(title=f"ffd.predict: {self.model['name']} ({how})")
         table.add_column("file", overflow="fold")
         table.add_column("verdict")
         table.add_column("confidence", justify="right")
@@ -157,7 +170,7 @@ class PredictRun:
             style = "red" if row.verdict == LABELS[1] else "green"
             said = f"[{style}]{row.verdict.capitalize()}[/]"
             # Text: a [x] in a file name is shown, not read as markup
-            table.add_row(Text(row.path), said, f"{row.confidence:.4f}", f"{row.p_fake:.4f}")
+            table.add_row(Text(shown(row.path)), said, f"{row.confidence:.4f}", f"{row.p_fake:.4f}")
         if len(self.rows) > max_rows:
             table.caption = f"first {max_rows} of {len(self.rows)} rows; predictions.csv has them all"
         if self.rows:
@@ -167,7 +180,7 @@ class PredictRun:
             listing.add_column("file", overflow="fold")
             listing.add_column("reason", overflow="fold")
             for path, reason in self.bad[:max_rows]:
-                listing.add_row(Text(path), Text(reason))
+                listing.add_row(Text(shown(path)), Text(reason))
             if len(self.bad) > max_rows:
                 listing.caption = f"first {max_rows} of {len(self.bad)}; bad_files.txt has them all"
             console.print(listing)
@@ -176,6 +189,21 @@ class PredictRun:
             f"{counts['images']} image(s): {counts['real']} real, {counts['fake']} fake "
             f"(threshold {self.threshold:g}); {counts['unreadable']} unreadable file(s) skipped."
             + (f" Written to {output}: {', '.join(OUTPUT_FILES)}." if output else "")
+        )
+
+    def log(self, output: Path) -> None:
+        """What was done, for the run's log file (predict.log), which the console's table does not reach."""
+        counts = self.counts()
+        record.info(
+            "ffd.predict%s: input %s; model %s; threshold %g; %d image(s): %d real, %d fake; %d unreadable "
+            "file(s) skipped; written to %s: %s",
+            "" if self.complete else " (stopped early)",
+            self.input,
+            json.dumps(self.model),
+            self.threshold,
+            *(counts[key] for key in ("images", "real", "fake", "unreadable")),
+            output,
+            ", ".join(OUTPUT_FILES),
         )
 
 
@@ -219,7 +247,8 @@ def predict(
     refuse_earlier_outputs(output, list(OUTPUT_FILES), overwrite)
     detector = open_detector(model, device)
     make_output_dir(output)  # after the model loaded (nothing is written for an unusable one), before it runs
-    dataset = FaceImages([(str(file), -1) for file in files], eval_transform(detector.image_size))
+    # Absolute paths in the files, which are read from the run folder; abspath keeps symbolic links.
+    dataset = FaceImages([(os.path.abspath(file), -1) for file in files], eval_transform(detector.image_size))
     workers = default_num_workers() if num_workers is None else num_workers
     loader = DataLoader(
         dataset,
@@ -228,7 +257,8 @@ def predict(
         pin_memory=torch.cuda.is_available(),
         collate_fn=partial(collate_faces, image_size=detector.image_size),
     )
-    result = PredictRun(model=detector.about, input=str(inputs), threshold=threshold)
+    given = os.path.abspath(os.path.expanduser(inputs))
+    result = PredictRun(model=detector.about, input=given, threshold=threshold)
     single = len(files) == 1  # no progress bar for one image
     batches = track(loader, "predict", total=len(loader), console=console, transient=True, disable=single)
     try:
@@ -242,6 +272,7 @@ def predict(
         result.complete = True
     finally:
         result.write(output)
+        result.log(output)
     result.print(console, max_rows, output)
     if not result.rows and len(files) == 1 and result.bad:  # one file named: its reason is the error
         raise PredictError(

@@ -2,7 +2,8 @@
 
 Real/Fake verdicts for an image, a folder, a glob or a list of paths, from a checkpoint (PyTorch) or an
 exported ONNX file (onnxruntime), with the evaluation's decoding and resizing. Prints a table and writes
-predictions.csv, predictions.json and bad_files.txt into outputs/predict/<timestamp>/.
+predictions.csv, predictions.json and bad_files.txt (absolute paths) into outputs/predict/<timestamp>/,
+where predict.log records the run in one line.
 """
 
 from __future__ import annotations
