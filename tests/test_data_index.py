@@ -336,3 +336,25 @@ def test_a_flat_folder_of_images_points_to_predict(tmp_path: Path) -> None:
     arguments = dict(argument.split("=", 1) for argument in shlex.split(command))
     assert arguments["input"] == str(tmp_path)
     assert set(arguments) <= set(OmegaConf.load(CONF / "predict.yaml"))
+
+
+@pytest.mark.parametrize("in_split", [False, True], ids=["test-set-folder", "split-folder"])
+def test_a_class_folder_under_another_name_beside_a_read_one_is_named_with_its_override(
+    tmp_path: Path, caplog, in_split: bool
+) -> None:
+    """ROOT/{real,fakes} was tested as reals alone without a word: `fakes` is no configured class name."""
+    base = tmp_path / "test" if in_split else tmp_path
+    write_images(base / "real", 2)
+    write_images(base / "fakes", 3)
+    index_dataset(tmp_path, split_dirs={"test": ("test",)})
+    assert f"Not read, though named like class folders: {base / 'fakes'}" in caplog.text
+    override = re.search(r"run with (.*)\.$", caplog.text.strip()).group(1)
+    index = index_as_suggested(tmp_path, f"run with `{override}`")
+    assert index.counts()["test"] == {0: 2, 1: 3}
+
+
+def test_no_class_folder_warning_when_every_class_folder_is_read(tmp_path: Path, caplog) -> None:
+    write_tree(tmp_path)
+    write_images(tmp_path / "test" / "thumbnails", 1)  # not named like a class: nothing to say
+    index_dataset(tmp_path)
+    assert "Not read" not in caplog.text

@@ -150,6 +150,41 @@ def _shallowest_class_folders(root: Path, class_dirs: Mapping) -> list[Path]:
     return []
 
 
+def _class_dirs_override(classes: Sequence[Path], class_dirs: Mapping) -> str | None:
+    """The data.class_dirs override that reads the class-like folders among `classes` that `class_dirs`
+    does not name (a label with none keeps its names), or None when it names them all."""
+    unread = {
+        label: sorted(
+            {f.name for f in classes if not _match(f.name, class_dirs) and _named_like_class(f.name) == label}
+        )
+        for label in LABELS
+    }
+    if not any(unread.values()):
+        return None
+    names = {label: unread[label] or class_dirs[label] for label in LABELS}
+    mapping = ",".join(f"{label}:[{','.join(map(_hydra_string, names[label]))}]" for label in LABELS)
+    return f"data.class_dirs={{{mapping}}}"
+
+
+def _warn_about_unread_class_folders(split_paths: Mapping[str, Path], class_dirs: Mapping) -> None:
+    """Name the folders in a split folder that look like a class but are not read: ROOT/{real,fakes}
+    would otherwise be tested as reals alone, without a word."""
+    unread = [
+        folder
+        for split_path in dict.fromkeys(split_paths.values())
+        for folder in _class_like(_subdirs(split_path), class_dirs)
+        if not _match(folder.name, class_dirs)
+    ]
+    if unread:
+        log.warning(
+            "Not read, though named like class folders: %s (data.class_dirs names %s). To read them, run "
+            "with %s.",
+            _some([str(folder) for folder in unread]),
+            "; ".join(f"{LABELS[label]}: {', '.join(names)}" for label, names in class_dirs.items()),
+            shlex.quote(_class_dirs_override(unread, class_dirs) or ""),
+        )
+
+
 def _layout_hint(root: Path, split_dirs: Mapping, class_dirs: Mapping) -> str:
     """Why no split folders were found, with the fix: the shallowest class folders and the overrides that
     read them, else the image files lying directly in `root` and the command for unlabelled images."""
@@ -168,16 +203,8 @@ def _layout_hint(root: Path, split_dirs: Mapping, class_dirs: Mapping) -> str:
     # Split folders are found from root, wherever they are; class folders elsewhere are read from their own.
     roots = sorted({root if _match(f.parent.name, split_dirs) else f.parent for f in classes})
     overrides = [f"data.root={roots[0]}"] if roots != [root] else []
-    unread = {
-        label: sorted(
-            {f.name for f in classes if not _match(f.name, class_dirs) and _named_like_class(f.name) == label}
-        )
-        for label in LABELS
-    }
-    if any(unread.values()):
-        names = {label: unread[label] or class_dirs[label] for label in LABELS}
-        mapping = ",".join(f"{label}:[{','.join(map(_hydra_string, names[label]))}]" for label in LABELS)
-        overrides.append(f"data.class_dirs={{{mapping}}}")
+    if class_dirs_override := _class_dirs_override(classes, class_dirs):
+        overrides.append(class_dirs_override)
     found = f"Found class folders {_some([f.relative_to(root).as_posix() for f in classes])}"
     if not overrides:
         return f"{found}. "
@@ -369,6 +396,7 @@ def index_dataset(
                 f"{root}: the CSVs' paths do not resolve and no split folders were found."
             )
         listed = _scan_folders(split_paths, class_dirs)
+        _warn_about_unread_class_folders(split_paths, class_dirs)
         source = "class folders, read as the test split" if split_paths == {"test": root} else "folders"
 
     samples: dict[str, list[tuple[str, int]]] = {split: [] for split in SPLITS}
