@@ -314,12 +314,18 @@ def test_under_ddp_a_process_that_cannot_see_process_0s_files_says_so(faces: Pat
     shared.sent = index
     dm = module(faces)
     dm.trainer = ddp_trainer(2, 1, shared)
-    with pytest.raises(DatasetLayoutError, match=f"{tmp_path}/.* is missing for process 1 on .*same path"):
+    with pytest.raises(
+        DatasetLayoutError, match=f"{tmp_path}/.* is missing for process 1 on .*same path"
+    ) as own:
         dm.setup("fit")
+    assert own.value.own_process  # printed by process 1, not left to process 0
     first = module(faces)
     first.trainer = ddp_trainer(2, 0, Processes(others_agree=False))
-    with pytest.raises(DatasetLayoutError, match=r"^A process cannot see the files that process 0 indexed"):
+    with pytest.raises(
+        DatasetLayoutError, match=r"^A process cannot see the files that process 0 indexed"
+    ) as shared:
         first.setup("fit")
+    assert not shared.value.own_process
 
 
 def printed_rows(printed: str) -> list[str]:

@@ -143,3 +143,28 @@ def test_a_user_error_in_one_sweep_job_fails_that_job_only(monkeypatch, capsys):
         job()
     error = capsys.readouterr().err
     assert error.count("ffd: error: model.net.image_size=16") == 2 and "Traceback" not in error
+
+
+@pytest.mark.parametrize("own_process", [False, True])
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_ddp_process_0_alone_prints_a_shared_user_error(monkeypatch, capsys, rank, own_process):
+    """Every DDP process raises the same user error (process 0's, sent to all): each printed it, N copies
+    of one paragraph. A process's own error (a node that cannot see the data) is still printed by it."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from ffd import runtime
+    from ffd.data.index import DatasetLayoutError
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank)
+
+    @runtime.exit_on_user_error
+    def job() -> None:
+        error = DatasetLayoutError("/data/x.jpg is missing for process 1 on node-b")
+        error.own_process = own_process
+        raise error
+
+    with pytest.raises(SystemExit) as stop:
+        job()
+    assert stop.value.code == 1  # every process stops
+    printed = capsys.readouterr().err
+    assert ("ffd: error: /data/x.jpg is missing" in printed) == (rank == 0 or own_process)

@@ -224,6 +224,28 @@ def test_two_process_ddp_writes_one_run_and_one_report(tmp_path):
     assert (runs[0] / "report" / "bad_files.txt").read_text().startswith(f"# {broken} unreadable")
 
 
+def test_two_process_ddp_prints_a_shared_user_error_once(tmp_path):
+    """Both processes raise process 0's indexing error (no validation split); both printed it."""
+    data = generate(tmp_path / "set", 32, 8, 4, 4, progress=False)
+    shutil.rmtree(data / "valid")
+    result = run_ffd(
+        "ffd.train",
+        *(o for o in TINY if not o.startswith("data.synthetic")),
+        "data=kaggle",
+        f"data.root={data}",
+        "model=vit",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        root=tmp_path,
+        expect_ok=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("ffd: error:") == 1 and "split 'val' is empty" in result.stderr
+    (run,) = run_dirs(tmp_path, "train")
+    assert (run / "train.log").read_text().count("ffd: error:") == 1
+
+
 def test_two_process_ddp_logs_each_test_image_once(tmp_path):
     """11 test images on 2 processes: the distributed sampler repeats one to make 12. The logged test
     metrics (TensorBoard, what a sweep optimises) must still be the report's, which scores each file once."""

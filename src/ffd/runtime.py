@@ -258,8 +258,9 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
             message = _user_error_message(error)
             if message is None:
                 raise
-            print(f"\nffd: error: {message}", file=sys.stderr)
-            record.error("ffd: error: %s", message)  # a failed run's folder says why it failed
+            if _reported_here(error):
+                print(f"\nffd: error: {message}", file=sys.stderr)
+                record.error("ffd: error: %s", message)  # a failed run's folder says why it failed
             if in_sweep():
                 # Hydra's launcher counts an exception as one failed job, runs the other jobs, and exits
                 # 1 at the end; SystemExit would end the whole sweep here.
@@ -267,6 +268,15 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(1) from None
 
     return wrapper
+
+
+def _reported_here(error: BaseException) -> bool:
+    """Whether this process prints and logs `error`: under DDP each process raises the same user error
+    (process 0's, sent to them), and N copies of one paragraph hide it; process 0 speaks for them all,
+    unless the error is this process's own (``own_process``: a node that cannot see the data)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0 or getattr(error, "own_process", False)
 
 
 def in_sweep() -> bool:

@@ -271,11 +271,13 @@ class FacesDataModule(L.LightningDataModule):
         )
         if not strategy.reduce_boolean_decision(unseen is None, all=True):
             here = f"{unseen} is missing for process {rank} on {socket.gethostname()}. " if unseen else ""
-            raise DatasetLayoutError(
+            error = DatasetLayoutError(
                 f"{here}A process cannot see the files that process 0 indexed under {index.root}. Every "
                 "node must see the data at the same path: put it on a filesystem all nodes mount, or copy "
                 "it to the same path on each node, and point data.root there."
             )
+            error.own_process = bool(unseen)  # printed by this process too, not by process 0 alone
+            raise error
         return index
 
     def _first(self, rows: list[tuple[str, int]]) -> list[tuple[str, int]]:
