@@ -42,6 +42,8 @@ EXPECTED_LAYOUT = (
 class DatasetLayoutError(FileNotFoundError):
     """The data root is missing, ambiguous, or lacks a split or class; the message says what was found."""
 
+    own_process = False  # True: about this DDP process alone, which prints it (see ffd.runtime)
+
 
 @dataclass
 class DatasetIndex:
