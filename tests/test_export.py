@@ -166,6 +166,8 @@ def test_int8_on_a_test_only_set_says_calibration_needs_validation_images(tiny_c
         (["ckpt_path=missing.ckpt", "export.limits.fp32_max_abs_diff=null"], "fp32_max_abs_diff=None"),
         (["ckpt_path=missing.ckpt", "export.providers=[TPUExecutionProvider]"], "TPUExecutionProvider not"),
         (["ckpt_path=missing.ckpt", "export.threshold=2"], "export.threshold=2 is not a probability"),
+        (["ckpt_path=missing.ckpt", "export.overwrite=no"], "export.overwrite=no is not a switch"),
+        (["ckpt_path=missing.ckpt", "export.output_dir="], "export.output_dir= is empty"),
     ],
 )
 def test_bad_options_are_one_clear_error(tmp_path, overrides, message):

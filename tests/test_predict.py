@@ -349,7 +349,8 @@ def test_the_run_is_recorded_for_its_log(tiny_checkpoints, photos, tmp_path, cap
 
 
 @pytest.mark.parametrize(
-    "option", [{"threshold": "abc"}, {"threshold": None}, {"batch_size": 0}, {"device": "gpu"}]
+    "option",
+    [{"threshold": "abc"}, {"threshold": None}, {"batch_size": 0}, {"device": "gpu"}, {"overwrite": "no"}],
 )
 def test_an_option_out_of_range_is_named_before_the_model_loads(photos, tmp_path, capsys, option):
     with pytest.raises(SystemExit) as stop:
@@ -397,3 +398,18 @@ def test_a_run_stopped_early_keeps_what_it_predicted(tiny_checkpoints, photos, t
     assert summary["complete"] is False and summary["counts"]["images"] == 2
     assert len((out / "predictions.csv").read_text().splitlines()) == 3
     assert "stopped early" in caplog.text and "2 image(s)" in caplog.text  # the log says so too
+
+
+@pytest.mark.parametrize(("inputs", "output", "key"), [("", "run", "input"), ("photos", "", "output")])
+def test_an_empty_input_or_output_is_refused_not_read_as_the_current_folder(
+    photos, tmp_path, monkeypatch, capsys, inputs, output, key
+):
+    """input=$PHOTOS with the variable unset searched the whole current folder; output= wrote into it."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit):
+        exit_on_user_error(predict)(
+            inputs and str(photos), tmp_path / "none.ckpt", output and str(tmp_path / output)
+        )
+    assert f"{key}= is empty" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written

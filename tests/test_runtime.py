@@ -168,3 +168,16 @@ def test_under_ddp_process_0_alone_prints_a_shared_user_error(monkeypatch, capsy
     assert stop.value.code == 1  # every process stops
     printed = capsys.readouterr().err
     assert ("ffd: error: /data/x.jpg is missing" in printed) == (rank == 0 or own_process)
+
+
+@pytest.mark.parametrize("value", ["no", "off", "yes", 0, 1, None])
+def test_a_switch_given_a_word_or_number_is_refused_naming_the_true_and_false_it_takes(tmp_path, value):
+    """Hydra reads test=no as the word "no", which Python takes as true: the test ran."""
+    from ffd.runtime import flag_problem
+    from ffd.train import train
+
+    assert flag_problem(value, "test") == f"test={value} is not a switch: write test=true or test=false"
+    assert flag_problem(True, "test") is None and flag_problem(False, "test") is None
+    cfg = _train_config(tmp_path, f"test={'null' if value is None else value}")
+    with pytest.raises(UserError, match=f"^test={value} is not a switch"):
+        train(cfg)

@@ -37,8 +37,10 @@ from ffd.runtime import (
     UserError,
     count_problem,
     device_problem,
+    flag_problem,
     folder_instead_of_file,
     make_output_dir,
+    output_folder,
     refuse_earlier_outputs,
     threshold_problem,
     workers_problem,
@@ -207,9 +209,13 @@ class PredictRun:
         )
 
 
-def check_options(threshold: Any, batch_size: Any, num_workers: Any, device: str) -> None:
+def check_options(
+    threshold: Any, batch_size: Any, num_workers: Any, device: str, overwrite: Any = False
+) -> None:
     """Refuse an option out of range before any file is read, naming the option."""
     problems = []
+    if problem := flag_problem(overwrite, "overwrite"):
+        problems.append(problem)
     if problem := threshold_problem(threshold, "threshold"):
         problems.append(problem)
     if problem := count_problem(batch_size, "batch_size"):
@@ -240,10 +246,10 @@ def predict(
 
     The output folder is checked before the model runs; what was predicted is written also when the run
     stops early (predictions.json says "complete": false)."""
-    check_options(threshold, batch_size, num_workers, device)
+    check_options(threshold, batch_size, num_workers, device, overwrite)
     console = console or Console()
+    output = output_folder(output)
     files = find_images(inputs)
-    output = Path(output)
     refuse_earlier_outputs(output, list(OUTPUT_FILES), overwrite)
     detector = open_detector(model, device)
     make_output_dir(output)  # after the model loaded (nothing is written for an unusable one), before it runs

@@ -100,6 +100,14 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     )
 
 
+def output_folder(value: str | Path, key: str = "output") -> Path:
+    """The folder option ``key`` names; an empty ``key=`` (an unset shell variable) is refused rather than
+    read as the current folder, which would fill it with the run's files."""
+    if not str(value).strip():
+        raise UserError(f"{key}= is empty (an unset shell variable?). Name a folder, or leave {key} out.")
+    return Path(value)
+
+
 def make_output_dir(output: Path, key: str = "output") -> None:
     """Create the output folder (option ``key``) and write a file in it before any work, so that an
     unwritable place fails first, in one paragraph."""
@@ -130,6 +138,14 @@ def count_problem(value: Any, key: str, minimum: int = 1) -> str | None:
     """Why ``value`` cannot be the count option ``key`` (a whole number >= ``minimum``), or None."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         return f"{key}={value} must be a whole number, at least {minimum}"
+    return None
+
+
+def flag_problem(value: Any, key: str) -> str | None:
+    """Why ``value`` cannot be the switch ``key``, or None. Hydra reads ``key=no`` or ``key=off`` as a word,
+    which Python takes as true: ``overwrite=no`` replaced earlier results."""
+    if not isinstance(value, bool):
+        return f"{key}={value} is not a switch: write {key}=true or {key}=false"
     return None
 
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from ffd.hints import suggest_keys
 from ffd.models.classifier import read_checkpoint
-from ffd.runtime import UserError, exit_on_user_error, instantiate_all, make_trainer
+from ffd.runtime import UserError, exit_on_user_error, flag_problem, instantiate_all, make_trainer
 
 log = logging.getLogger("ffd.train")
 
@@ -39,6 +39,8 @@ def continue_checkpoints(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test the best checkpoint; return the final metrics (validation and test) as floats."""
+    if problem := flag_problem(cfg.get("test", False), "test"):
+        raise UserError(f"{problem}.")
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
         continue_checkpoints(cfg)

@@ -48,8 +48,10 @@ from ffd.report import json_safe
 from ffd.runtime import (
     UserError,
     count_problem,
+    flag_problem,
     list_option,
     make_output_dir,
+    output_folder,
     refuse_earlier_outputs,
     threshold_problem,
 )
@@ -132,6 +134,8 @@ def check_options(cfg: DictConfig) -> list[str]:
         if isinstance(bound, bool) or not isinstance(bound, int | float):
             raise ExportConfigError(f"export.limits.{key}={bound!r}: must be a number.")
     if problem := threshold_problem(settings.threshold, "export.threshold"):
+        raise ExportConfigError(f"{problem}.")
+    if problem := flag_problem(settings.overwrite, "export.overwrite"):
         raise ExportConfigError(f"{problem}.")
     settings.threshold = float(settings.threshold)  # threshold=1 is an int, which torchmetrics refuses
     if settings.providers:
@@ -276,7 +280,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     # Piped into a file or a CI log, rich assumes 80 columns: too narrow for the table.
     console = console or Console(width=None if sys.stdout.isatty() else 140)
     precisions = check_options(cfg)
-    out = Path(cfg.export.output_dir)
+    out = output_folder(cfg.export.output_dir, "export.output_dir")
     model = load_for_run(cfg).eval()
     names = [file_name(model, precision) for precision in PRECISIONS] + [REPORT_NAME]
     refuse_earlier_outputs(
