@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from cli import run_ffd
 from ffd import hints
@@ -20,6 +23,9 @@ from ffd.hints import closest_key, launcher_hints, suggestions
         ("train", ["-m", "seed=1,2", "sed=3"], "seed=3"),
         ("eval", ["ckpt=last.ckpt"], "ckpt_path=last.ckpt"),
         ("segment", ["inptu=photos/"], "input=photos/"),
+        ("segment", ["mesh=true"], "landmarks.mesh=true"),  # not the sibling `models`, a near spelling
+        ("segment", ["num_faces=2"], "landmarks.num_faces=2"),  # a key given without its parents
+        ("train", ["max_epochs=3"], "trainer.max_epochs=3"),
     ],
 )
 def test_a_mistyped_key_gets_the_key_it_resembles(config: str, typed: list[str], meant: str) -> None:
@@ -107,3 +113,13 @@ def test_a_launcher_without_its_plugin_gets_the_install_command(monkeypatch, ins
         (line,) = lines
         assert line.startswith("ffd: error: hydra/launcher=slurm needs hydra-submitit-launcher, one of")
         assert 'pip install -e ".[slurm]"' in line
+
+
+@pytest.mark.parametrize("value", ["sp ace/My Photo (1).jpg", "photos/[ab]*.jpg", "it's {x}.png"])
+def test_a_value_hydra_cannot_parse_gets_the_quoted_argument(value: str) -> None:
+    """Hydra's "mismatched input '('" does not say that quotes inside the argument are the way out."""
+    (line,) = suggestions("segment", [f"input={value}", "backend=regions"])
+    shell = line.rpartition("for Hydra: ")[2]
+    quoted = subprocess.run(["bash", "-c", f"printf %s {shell}"], capture_output=True, text=True).stdout
+    parsed = OverridesParser.create().parse_overrides([quoted])[0]
+    assert (parsed.key_or_group, parsed.value()) == ("input", value)

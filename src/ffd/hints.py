@@ -27,6 +27,8 @@ LAUNCHER_PLUGINS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-su
 # One setting, two commands' names for it: ffd.predict takes `model`, `input`, `threshold`; ffd.eval and
 # ffd.export take `ckpt_path`, `data.root`, `callbacks.report.threshold`.
 SAME_SETTING = (("model", "ckpt_path"), ("input", "data.root"), ("threshold", "callbacks.report.threshold"))
+# What a shell's double quotes would read: escaped.
+DOUBLE_QUOTED = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"})
 T = TypeVar("T")
 
 
@@ -42,10 +44,11 @@ def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | N
     """'did you mean' lines for the overrides in `arguments` that change a key the config lacks.
 
     `config_dir`: the entry point's config folder, None for one composed from Hydra's config store."""
+    parser = OverridesParser.create()
     try:
-        overrides = OverridesParser.create().parse_overrides([a for a in arguments if not a.startswith("-")])
-    except Exception:  # a syntax error: Hydra's own message says where
-        return []
+        overrides = parser.parse_overrides([a for a in arguments if not a.startswith("-")])
+    except Exception:  # a syntax error: Hydra's own message says where; quotes may be the fix
+        return quoting_hints(arguments)
 
     def is_group(key: str) -> bool:
         return config_dir is not None and (config_dir / key).is_dir()
@@ -69,6 +72,34 @@ def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | N
             value = override.input_line.split("=", 1)[1]
             lines.append(
                 f"ffd: did you mean {meant}={value}? (`{key}` is not a key of the {config_name} config)"
+            )
+    return lines
+
+
+def quoting_hints(arguments: Sequence[str]) -> list[str]:
+    """The argument quoted for Hydra, for each path that fails to parse as it is but parses quoted: one with
+    brackets, parentheses, braces or commas (``input=photos/[ab]*.jpg``, ``My Photo (1).jpg``)."""
+    parser = OverridesParser.create()
+    lines = []
+    for argument in arguments:
+        key, equals, value = argument.partition("=")
+        if argument.startswith("-") or not equals or not value or value[0] in "'\"":
+            continue
+        if not ("/" in value or " " in value or Path(value).suffix):  # not a path: trainer.max_epochs=[1
+            continue
+        quote = "'" if "'" not in value else '"'
+        quoted = f"{key}={quote}{value}{quote}"
+        try:
+            parser.parse_overrides([argument])
+        except Exception:
+            try:
+                parser.parse_overrides([quoted])
+            except Exception:
+                continue
+            shell = f'"{quoted.translate(DOUBLE_QUOTED)}"'  # for the shell
+            lines.append(
+                f"ffd: a value holding brackets, parentheses, braces or commas needs quotes inside the "
+                f"argument, for Hydra: {shell}"
             )
     return lines
 
@@ -98,10 +129,14 @@ def same_setting(key: str, known: Sequence[str]) -> str | None:
 
 
 def closest_key(key: str, known: Sequence[str]) -> str | None:
-    """The known key `key` most likely misspells: a sibling with a similar last name
-    (``trainer.max_epoch`` -> ``trainer.max_epochs``, ``ckpt`` -> ``ckpt_path``), else a key as deep
-    whose whole path is close (``trainr.max_epochs`` -> ``trainer.max_epochs``)."""
+    """The known key `key` most likely means: the one key with its last name elsewhere (``num_faces`` ->
+    ``landmarks.num_faces``), else a sibling with a similar last name (``trainer.max_epoch`` ->
+    ``trainer.max_epochs``, ``ckpt`` -> ``ckpt_path``), else a key as deep whose whole path is close
+    (``trainr.max_epochs`` -> ``trainer.max_epochs``)."""
     parent, _, name = key.rpartition(".")
+    same_name = [k for k in known if k.rpartition(".")[2] == name]
+    if parent not in known and len(same_name) == 1:  # given without its parents: num_faces=2
+        return same_name[0]
     siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
     if close := difflib.get_close_matches(name, list(siblings), n=1, cutoff=0.6):
         return siblings[close[0]]
