@@ -8,12 +8,15 @@ user's cache. Without it these tests fail and say so; they do not skip.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from matplotlib import cbook
 from PIL import Image
+from rich.console import Console
 from skimage import data as skdata
 from torchvision.utils import draw_segmentation_masks
 
@@ -35,7 +39,16 @@ from ffd.segmentation.landmarks import (
     FaceLandmarker,
     start_up_chatter_dropped,
 )
-from ffd.segmentation.pipeline import SegmentError, fit, output_names, run
+from ffd.segmentation.pipeline import (
+    OUTPUT_SUFFIXES,
+    Annotation,
+    SegmentError,
+    Summary,
+    fit,
+    output_names,
+    run,
+    segment_one,
+)
 from ffd.segmentation.regions import REGION_CLASSES, label_map, outlines, region_masks
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -255,10 +268,12 @@ def test_output_names_mirror_folders_and_keep_same_stem_files_apart(tmp_path: Pa
 
 
 def test_output_names_never_share_a_file(tmp_path: Path) -> None:
-    names = ["x.jpg", "x.png", "x.jpg.png", "shot.v1.jpg", "shot.v2.jpg"]
+    """Nor an output file: x_labels.png's annotated copy would be x.png's label map."""
+    names = ["x.jpg", "x.png", "x.jpg.png", "shot.v1.jpg", "shot.v2.jpg", "y.png", "y_labels.png"]
     files = [tmp_path / name for name in names]
     outputs = output_names(files)
-    assert len({name.name for name in outputs.values()}) == len(files), outputs
+    written = [f"{name}{suffix}" for name in outputs.values() for suffix in OUTPUT_SUFFIXES]
+    assert len(set(written)) == len(written), outputs
     assert outputs[files[3]] == Path("shot.v1") and outputs[files[2]] == Path("x.jpg.png")
 
 
@@ -274,7 +289,8 @@ def test_a_folder_run_writes_one_output_per_image_and_never_over_an_input(
     run(segment_config(tmp_path, f"input={folder}", "backend=regions"))
     written = [p for p in (tmp_path / "out").glob("*.json") if p.name != "summary.json"]
     assert sorted(Path(json.loads(p.read_text())["file"]).name for p in written) == sorted(names), written
-    assert len(list((tmp_path / "out").glob("*.png"))) == len(names)
+    assert len(list((tmp_path / "out").glob("*_labels.png"))) == len(names)
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2 * len(names)  # annotated copies and label maps
     before = (folder / "x.png").read_bytes()
     with pytest.raises(SegmentError, match="would overwrite the input image"):
         run(segment_config(tmp_path, f"input={folder / 'x.png'}", f"output={folder}", "backend=regions"))
@@ -296,6 +312,9 @@ def test_cli_regions_on_the_astronaut(landmarker_file: Path, tmp_path: Path) -> 
     assert record["faces"] == 1 and record["class_share"]["lips"] > 0
     assert (tmp_path / "out" / "astronaut.png").is_file()
     assert "faces found" in result.stdout
+    log = (tmp_path / "run" / "segment.log").read_text()  # was empty: the table never reached it
+    assert f"input {photo}; backend regions;" in log and "images 1, faces found 1" in log
+    assert f"written to {tmp_path / 'out'}" in log
 
 
 def test_cli_fails_only_when_nothing_could_be_processed(landmarker_file: Path, tmp_path: Path) -> None:
@@ -387,6 +406,19 @@ def test_a_one_pixel_strip_is_downscaled_to_a_row_not_to_nothing() -> None:
         "backend=segment",
         "backend=parsing parsing.size=100",
         "backend=parsing device=gpu",
+        # Of the wrong type: Hydra passes `no` and `off` as words, which Python takes as true (overwrite=no
+        # replaced earlier results); a word or null where a number goes failed with a TypeError traceback;
+        # `true` was taken as 1.
+        "overwrite=no",
+        "landmarks.mesh=no",
+        "landmarks.blendshapes=off",
+        "parsing.half=yes",
+        "models.download=no",
+        "overlay_alpha=abc",
+        "landmarks.min_confidence=null",
+        "landmarks.num_faces=true",
+        "max_side=true",
+        "parsing.size=64.0",
     ],
 )
 def test_an_option_out_of_range_is_named_before_anything_is_written(tmp_path: Path, option: str) -> None:
@@ -399,7 +431,7 @@ def test_an_option_out_of_range_is_named_before_anything_is_written(tmp_path: Pa
 
 
 def test_an_image_the_model_fails_on_is_listed_and_the_rest_go_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """And summary.json is written even when the run stops early (here an interrupt at the third)."""
     folder = tmp_path / "photos"
@@ -413,18 +445,20 @@ def test_an_image_the_model_fails_on_is_listed_and_the_rest_go_on(
             raise ValueError("the model's own error")
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return image, {"faces": 1}
+        return Annotation(image, {"faces": 1})
 
     @contextlib.contextmanager
     def open_backend(cfg: object):
-        yield backend
+        yield backend, tmp_path / "model.task"
 
     calls: list[int] = []
     monkeypatch.setattr(pipeline, "open_backend", open_backend)
+    caplog.set_level(logging.INFO, logger="ffd.record")
     with pytest.raises(KeyboardInterrupt):
         run(segment_config(tmp_path, f"input={folder}"))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert [r["status"] for r in summary["records"]] == ["failed", "ok"]
+    assert [r["status"] for r in summary["records"]] == ["failed", "ok"] and not summary["complete"]
+    assert "ffd.segment (stopped early)" in caplog.text
     assert "the model's own error" in summary["records"][0]["reason"]
     assert summary["totals"]["failed files"] == 1 and summary["totals"]["images"] == 1
     assert (tmp_path / "out" / "b.png").is_file() and not (tmp_path / "out" / "a.png").exists()
@@ -438,32 +472,28 @@ def test_a_damaged_landmarker_file_is_one_clear_error(tmp_path: Path, landmarker
     assert str(bad) in str(error.value)
 
 
+def summary_of(backend: str, output: str, records: list[dict]) -> Summary:
+    return Summary(backend, "in", "model.task", output, face_limit=1, records=records)
+
+
 def test_the_skipped_files_table_names_each_path_once(tmp_path: Path) -> None:
     """The path has its own column: the reason (in the table and summary.json) does not repeat it."""
-    from rich.console import Console
-
-    from ffd.segmentation.pipeline import Summary, segment_one
-
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"garbage")
     record = segment_one(lambda *args: pytest.fail("the model got an unreadable file"), bad, tmp_path, 4096)
     assert record["reason"] == "not an image (unknown file signature)"
     console = Console(record=True, width=1000)
-    Summary("regions", "out", [record]).print(console)
+    summary_of("regions", "out", [record]).print(console)
     assert console.export_text().count(str(bad)) == 1
 
 
 def test_the_summary_ends_with_the_output_folder_whole_and_has_no_empty_header(tmp_path: Path) -> None:
     """The folder was the table's title, wrapped inside its timestamp at the table's width; the table had
     a header row with no names in it."""
-    from rich.console import Console
-
-    from ffd.segmentation.pipeline import Summary
-
     output = tmp_path / "outputs" / "segment" / "2026-11-27_03-13-51"
     record = {"file": "a.png", "status": "ok", "faces": 1, "ms": 12.0}
     console = Console(record=True, width=40, file=io.StringIO())
-    Summary("landmarks", str(output), [record]).print(console)
+    summary_of("landmarks", str(output), [record]).print(console)
     lines = console.export_text().splitlines()
     assert str(output) in lines[-1], lines
     assert not [line for line in lines if re.fullmatch(r"[┃│ ]+", line)], lines  # a row of nothing
@@ -493,3 +523,152 @@ def test_what_stderr_gets_besides_start_up_chatter_is_passed_on(capfd: pytest.Ca
         os.write(2, chatter)
         raise RuntimeError("the start failed")
     assert capfd.readouterr().err == chatter.decode()  # when the start fails, every line may help
+
+
+def test_every_wrong_option_is_named_in_one_error(tmp_path: Path) -> None:
+    photo = tmp_path / "a.png"
+    photo.write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    wrong = ["overwrite=no", "overlay_alpha=abc", "landmarks.num_faces=true"]
+    with pytest.raises(SegmentError) as error:
+        run(segment_config(tmp_path, f"input={photo}", *wrong))
+    message = str(error.value)
+    assert all(option.split("=")[0] in message for option in wrong), message
+    assert "overwrite=true or overwrite=false" in message
+
+
+def astronaut_file(
+    folder: Path, name: str = "astronaut.png", crop: tuple[slice, slice] | None = None
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = skdata.astronaut()[crop] if crop else skdata.astronaut()
+    (folder / name).write_bytes(png_bytes(np.ascontiguousarray(pixels)))
+    return folder / name
+
+
+def test_regions_save_the_label_map_the_overlay_shows(landmarker: FaceLandmarker, tmp_path: Path) -> None:
+    """The label map, not only a blended picture: one index per pixel, at the image's size, beside the JSON
+    that names the file and the classes."""
+    photo = astronaut_file(tmp_path / "photos", crop=(slice(0, 300), slice(80, 380)))
+    run(segment_config(tmp_path, f"input={photo}", "backend=regions"))
+    out = tmp_path / "out"
+    record = json.loads((out / "astronaut.json").read_text())
+    assert record["labels"] == {
+        "file": "astronaut_labels.png",
+        "classes": {str(index): name for index, name in enumerate(REGION_CLASSES)},
+    }
+    saved = Image.open(out / "astronaut_labels.png")
+    assert saved.mode == "L" and saved.size == (300, 300)
+    labels = torch.from_numpy(np.array(saved))
+    image = read_rgb(photo)
+    face = landmarker.detect(image)[0]
+    expected = label_map([region_masks(face.pixels(300, 300), 300, 300)], 300, 300)
+    assert torch.equal(labels, torch.from_numpy(expected))
+    overlay = read_rgb(out / "astronaut.png")[:, :300, :300]  # the legend panel is to the right
+    assert torch.equal(overlay, draw.overlay_labels(image, labels, draw.palette(len(REGION_CLASSES))))
+
+
+def test_two_faces_at_the_default_num_faces_say_more_may_be_there(landmarker_file: Path, tmp_path: Path):
+    """Two faces with landmarks.num_faces=1 reported one face and nothing else; an image without a face says
+    what MediaPipe misses."""
+    head = skdata.astronaut()[:250, 100:350]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "two.png").write_bytes(png_bytes(np.ascontiguousarray(np.concatenate([head, head], axis=1))))
+    noise = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    (folder / "noise.png").write_bytes(png_bytes(noise))
+    console = Console(record=True, width=200, file=io.StringIO())
+    summary = run(segment_config(tmp_path, f"input={folder}"), console)
+    two = json.loads((tmp_path / "out" / "two.json").read_text())
+    assert two["faces"] == 1 and "landmarks.num_faces=1" in two["note"]
+    assert "a tenth of the image side" in json.loads((tmp_path / "out" / "noise.json").read_text())["note"]
+    assert summary.totals()["images at landmarks.num_faces"] == 1
+    printed = console.export_text()
+    assert "may be more" in printed and "landmarks.num_faces=4" in printed and "a tenth" in printed
+    run(segment_config(tmp_path, f"input={folder / 'two.png'}", "landmarks.num_faces=3", "overwrite=true"))
+    two = json.loads((tmp_path / "out" / "two.json").read_text())
+    assert two["faces"] == 2 and "note" not in two
+
+
+def test_a_bundle_without_the_landmarker_models_is_one_clear_error(
+    landmarker_file: Path, tmp_path: Path
+) -> None:
+    """A zip of other models crashed with MediaPipe's FileNotFoundError and the name of every file in it."""
+    bundle = tmp_path / "other.task"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for index in range(100):
+            archive.writestr(f"some_other_model_with_a_long_name_{index:03d}.tflite", b"not a model")
+    sha256 = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    photo = astronaut_file(tmp_path / "photos")
+    overrides = [f"models.face_landmarker.path={bundle}", f"models.face_landmarker.sha256={sha256}"]
+    with pytest.raises(assets.AssetError) as error:
+        run(segment_config(tmp_path, f"input={photo}", *overrides))
+    message = str(error.value)
+    assert (
+        str(bundle) in message and "face_detector.tflite" in message and "models.face_landmarker" in message
+    )
+    assert "some_other_model" not in message and len(message) < 600
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_into_its_own_input_folder_leaves_earlier_outputs_out(landmarker_file: Path, tmp_path: Path):
+    """The second run read the first run's a.png and a_labels.png as photos (a.png.png)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    noise = np.random.default_rng(4).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    (folder / "a.png").write_bytes(png_bytes(noise))
+    (folder / "b.jpg").write_bytes(png_bytes(noise, format="JPEG"))
+    options = [f"input={folder}", f"output={folder / 'out'}", "backend=regions"]
+    run(segment_config(tmp_path, *options))
+    assert (folder / "out" / "a_labels.png").is_file()
+    summary = run(segment_config(tmp_path, *options, "overwrite=true"))
+    assert sorted(Path(r["file"]).name for r in summary.records) == ["a.png", "b.jpg"]
+    assert summary.earlier_outputs_skipped == 4  # a.png, a_labels.png, b.png, b_labels.png in out/
+    assert not list(folder.glob("**/*.png.png"))
+    with pytest.raises(SegmentError, match=r"earlier ffd\.segment run"):
+        run(segment_config(tmp_path, f"input={folder / 'out'}", f"output={tmp_path / 'again'}"))
+    one = run(segment_config(tmp_path, f"input={folder / 'out' / 'a.png'}", f"output={tmp_path / 'one'}"))
+    assert one.processed == 1  # an output named on its own is taken
+
+
+def test_json_paths_are_absolute_and_keep_links(
+    landmarker_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They were relative to the shell's folder, which the JSON in the output folder knows nothing of."""
+    target = astronaut_file(tmp_path / "elsewhere", "target.png", crop=(slice(0, 64), slice(0, 64)))
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "link.png").symlink_to(target)
+    monkeypatch.chdir(tmp_path)
+    summary = run(segment_config(tmp_path, "input=photos"))
+    link = str(tmp_path / "photos" / "link.png")
+    assert json.loads((tmp_path / "out" / "link.json").read_text())["file"] == link
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["records"][0]["file"] == link and saved["input"] == str(tmp_path / "photos")
+    assert summary.output == str(tmp_path / "out")
+
+
+def test_the_run_log_gets_one_line_with_what_was_done(
+    landmarker_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    photo = astronaut_file(tmp_path / "photos", crop=(slice(0, 64), slice(0, 64)))
+    caplog.set_level(logging.INFO, logger="ffd.record")
+    run(segment_config(tmp_path, f"input={photo}"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "ffd.record"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"ffd.segment: input {photo}; backend landmarks; model {landmarker_file};")
+    assert (
+        "images 1" in lines[0]
+        and "unreadable files 0" in lines[0]
+        and "earlier outputs skipped 0" in lines[0]
+    )
+    assert lines[0].endswith(f"written to {tmp_path / 'out'}")
+
+
+def test_the_no_face_note_fits_a_small_image() -> None:
+    """On a 48 px image the note was cut to "no face"; on one too small for any note, the JSON holds it."""
+    white = torch.full((3, 48, 48), 255, dtype=torch.uint8)
+    noted = draw.add_note(white, "no face found")
+    band = noted.sum(dim=0) == 0
+    assert band.any()
+    assert not band[:, -2:].any() and not band[-2:, :].any()  # the band, and the words, end inside
+    tiny = torch.full((3, 8, 8), 255, dtype=torch.uint8)
+    assert torch.equal(draw.add_note(tiny, "no face found"), tiny)

@@ -11,6 +11,7 @@ import json
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from facexlib.parsing.bisenet import BiSeNet
@@ -19,8 +20,10 @@ from PIL import Image
 from skimage import data as skdata
 
 from ffd import assets
+from ffd.images import read_rgb
+from ffd.segmentation import draw
 from ffd.segmentation.parsing import PARSING_CLASSES, FaceParser
-from ffd.segmentation.pipeline import open_backend, run
+from ffd.segmentation.pipeline import fit, open_backend, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -72,6 +75,44 @@ def test_parsing_run_writes_the_class_shares(model_folder, monkeypatch, tmp_path
     assert sum(record["class_share"].values()) == pytest.approx(1.0, abs=1e-4)
     assert (record["width"], record["height"]) == (250, 300)
     assert summary.totals()["faces found"] is None and summary.processed == 1
+    # It finds no faces: no image is a no-face image (this said 0), none reaches a face limit.
+    assert summary.totals()["no-face images"] is None
+    assert summary.totals()["images at landmarks.num_faces"] is None
+
+
+@pytest.mark.parametrize("max_side", [4096, 64])
+def test_parsing_saves_the_label_map_the_overlay_shows(
+    model_folder, monkeypatch, tmp_path: Path, max_side: int
+) -> None:
+    """The map at the image's size, also when the model saw a copy of half the size (each working pixel's
+    label then covers 2 x 2 pixels: nearest, never blended)."""
+    folder, sha256 = model_folder
+    monkeypatch.setattr(assets, "download", refuse_download)
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skdata.astronaut()[:128, 180:276]).save(photo)
+    cfg = config(
+        tmp_path,
+        f"input={photo}",
+        f"models.cache_dir={folder}",
+        f"models.parsing_bisenet.sha256={sha256}",
+        "parsing.size=64",
+        f"max_side={max_side}",
+    )
+    run(cfg)
+    record = json.loads((tmp_path / "out" / "astronaut.json").read_text())
+    assert record["labels"] == {
+        "file": "astronaut_labels.png",
+        "classes": {str(index): name for index, name in enumerate(PARSING_CLASSES)},
+    }
+    saved = Image.open(tmp_path / "out" / "astronaut_labels.png")
+    assert saved.mode == "L" and saved.size == (96, 128)
+    labels = torch.from_numpy(np.array(saved))
+    working = fit(read_rgb(photo), max_side)
+    expected = FaceParser(folder / "parsing_bisenet.pth", size=64)(working)
+    factor = 128 // working.shape[1]
+    assert torch.equal(labels, expected.repeat_interleave(factor, 0).repeat_interleave(factor, 1))
+    overlay = read_rgb(tmp_path / "out" / "astronaut.png")[:, : working.shape[1], : working.shape[2]]
+    assert torch.equal(overlay, draw.overlay_labels(working, expected, draw.palette(len(PARSING_CLASSES))))
 
 
 def test_wrong_hash_weights_are_refused_and_never_loaded(model_folder, monkeypatch, tmp_path: Path) -> None:

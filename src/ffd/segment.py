@@ -1,7 +1,8 @@
 """python -m ffd.segment input=PATH [backend=landmarks|parsing|regions] [output=DIR]
 
-Annotate the faces in an image, a folder or a glob: <stem>.png and <stem>.json per image, summary.json
-and a summary table. The exit code is non-zero only if no image could be processed.
+Annotate the faces in an image, a folder or a glob: <stem>.png and <stem>.json per image (and the label map
+<stem>_labels.png for regions and parsing), summary.json, a summary table and a line in segment.log. The
+exit code is non-zero only if no image could be processed.
 """
 
 from __future__ import annotations

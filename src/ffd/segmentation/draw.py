@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import draw_keypoints
 
 Colour = tuple[int, int, int]
+NOTE_MIN_PX = 7  # the smallest font a note is written in: smaller is not read
 
 
 def palette(count: int) -> list[Colour]:
@@ -87,11 +88,18 @@ def add_legend(image: torch.Tensor, entries: list[tuple[str, Colour]]) -> torch.
 
 
 def add_note(image: torch.Tensor, text: str) -> torch.Tensor:
-    """Write a short note in the top-left corner, on a dark band so it reads on any photo."""
-    unit = _scale(image)
+    """Write a short note in the top-left corner, on a dark band so it reads on any photo. On a small image
+    the font shrinks and the words go one per line until the note fits whole; an image too small for it
+    at NOTE_MIN_PX is returned as it is (the JSON holds the note)."""
+    height, width = image.shape[-2:]
     canvas = _to_pil(image)
-    pen, font = ImageDraw.Draw(canvas), ImageFont.load_default(size=12 * unit)
-    left, top, right, bottom = pen.textbbox((4 * unit, 4 * unit), text, font=font)
-    pen.rectangle((left - 2 * unit, top - 2 * unit, right + 2 * unit, bottom + 2 * unit), fill=(0, 0, 0))
-    pen.text((4 * unit, 4 * unit), text, fill=(255, 255, 255), font=font)
-    return _from_pil(canvas)
+    pen = ImageDraw.Draw(canvas)
+    for size in range(12 * _scale(image), NOTE_MIN_PX - 1, -1):
+        font, pad = ImageFont.load_default(size=size), max(1, size // 6)
+        for layout in (text, text.replace(" ", "\n")):
+            left, top, right, bottom = pen.multiline_textbbox((2 * pad, 2 * pad), layout, font=font)
+            if right + pad <= width and bottom + pad <= height:
+                pen.rectangle((left - pad, top - pad, right + pad, bottom + pad), fill=(0, 0, 0))
+                pen.multiline_text((2 * pad, 2 * pad), layout, fill=(255, 255, 255), font=font)
+                return _from_pil(canvas)
+    return image

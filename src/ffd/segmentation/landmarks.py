@@ -140,11 +140,18 @@ class FaceLandmarker:
         try:
             with start_up_chatter_dropped():
                 self._landmarker = vision.FaceLandmarker.create_from_options(options)
-        except RuntimeError as error:  # MediaPipe's "Unable to open zip archive." and the like
+        # MediaPipe 1.2 raises RuntimeError for a file that is no zip ("Unable to open zip archive."),
+        # FileNotFoundError for a bundle without one of the landmarker's models ("No file with name:
+        # face_detector.tflite. All files in the model asset bundle are: " and every name in it, kilobytes
+        # for another model's bundle) and ValueError for a model in it that is not one ("The model is not a
+        # valid Flatbuffer buffer").
+        except (RuntimeError, OSError, ValueError) as error:
+            reason = str(error).split(". ", 1)[0].rstrip(".")[:200]  # the first sentence: never the listing
             raise AssetError(
-                f"{model_path}: MediaPipe cannot load it as a Face Landmarker model ({error}). Use the "
-                "official face_landmarker.task: drop models.face_landmarker.path and .sha256 to take the "
-                "cached one, or run `python -m ffd.assets fetch`."
+                f"{model_path}: MediaPipe cannot load it as a Face Landmarker model ({reason}). Use the "
+                "official face_landmarker.task: leave out models.face_landmarker.path and "
+                "models.face_landmarker.sha256 (or set both to null) to take it from the cache, or run "
+                "`python -m ffd.assets fetch` to fetch it."
             ) from None
 
     def __enter__(self) -> FaceLandmarker:
