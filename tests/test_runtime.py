@@ -176,8 +176,9 @@ def test_a_switch_given_a_word_or_number_is_refused_naming_the_true_and_false_it
     from ffd.runtime import flag_problem
     from ffd.train import train
 
-    assert flag_problem(value, "test") == f"test={value} is not a switch: write test=true or test=false"
+    typed = "null" if value is None else value
+    assert flag_problem(value, "test") == f"test={typed} is not a switch: write test=true or test=false"
     assert flag_problem(True, "test") is None and flag_problem(False, "test") is None
-    cfg = _train_config(tmp_path, f"test={'null' if value is None else value}")
-    with pytest.raises(UserError, match=f"^test={value} is not a switch"):
+    cfg = _train_config(tmp_path, f"test={typed}")
+    with pytest.raises(UserError, match=f"^test={typed} is not a switch"):
         train(cfg)

@@ -195,7 +195,8 @@ def find_images(spec: str | Path) -> list[Path]:
     Folders and globs keep image suffixes only; files named explicitly (directly or in a list) are all
     kept, so that an unreadable one is reported rather than silently dropped.
     """
-    if not str(spec).strip():  # Path("") is the current folder, which would be searched whole
+    spec = str(spec)  # input=5 reaches here as an int
+    if not spec.strip():  # Path("") is the current folder, which would be searched whole
         raise ImageInputError(
             "input= is empty (an unset shell variable?). Pass an image file, a folder of images, a quoted "
             f"glob such as 'photos/**/*.jpg', or a {LIST_SUFFIX} file listing image paths."

@@ -134,10 +134,17 @@ def refuse_earlier_outputs(
         )
 
 
+def as_typed(value: Any) -> str:
+    """``value`` as it is typed on the command line: true, false and null, not Python's True, False, None."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def count_problem(value: Any, key: str, minimum: int = 1) -> str | None:
     """Why ``value`` cannot be the count option ``key`` (a whole number >= ``minimum``), or None."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        return f"{key}={value} must be a whole number, at least {minimum}"
+        return f"{key}={as_typed(value)} must be a whole number, at least {minimum}"
     return None
 
 
@@ -145,14 +152,14 @@ def flag_problem(value: Any, key: str) -> str | None:
     """Why ``value`` cannot be the switch ``key``, or None. Hydra reads ``key=no`` or ``key=off`` as a word,
     which Python takes as true: ``overwrite=no`` replaced earlier results."""
     if not isinstance(value, bool):
-        return f"{key}={value} is not a switch: write {key}=true or {key}=false"
+        return f"{key}={as_typed(value)} is not a switch: write {key}=true or {key}=false"
     return None
 
 
 def workers_problem(value: Any, key: str) -> str | None:
     """Why ``value`` cannot be a loader worker count (null = from the CPU count, or 0 or more), or None."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        return f"{key}={value} must be null (from the CPU count) or 0 or more"
+        return f"{key}={as_typed(value)} must be null (from the CPU count) or 0 or more"
     return None
 
 
@@ -160,7 +167,7 @@ def threshold_problem(value: Any, key: str) -> str | None:
     """Why ``value`` cannot be a P(fake) threshold, or None. (An int 0 or 1 is fine: pass float(value)
     on, as torchmetrics refuses ints.)"""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        return f"{key}={value} is not a probability: pick a value between 0 and 1"
+        return f"{key}={as_typed(value)} is not a probability: pick a value between 0 and 1"
     return None
 
 
