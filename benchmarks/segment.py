@@ -29,7 +29,7 @@ from ffd import assets
 from ffd.images import read_rgb
 from ffd.segmentation.landmarks import FaceLandmarker
 from ffd.segmentation.parsing import PARSING_CLASSES, FaceParser
-from ffd.segmentation.pipeline import Backend, landmarks_backend, parsing_backend, regions_backend
+from ffd.segmentation.pipeline import Annotation, Backend, landmarks_backend, parsing_backend, regions_backend
 
 
 def photos(count: int) -> list[torch.Tensor]:
@@ -66,7 +66,7 @@ def time_backend(backend: Backend, images: list[torch.Tensor], warmup: int = 2) 
 
 def detect_only(landmarker: FaceLandmarker) -> Backend:
     """The landmarker alone, no drawing: what the other two landmark backends add to it is annotation."""
-    return lambda image, width, height: (image, {"faces": len(landmarker.detect(image))})
+    return lambda image, width, height: Annotation(image, {"faces": len(landmarker.detect(image))})
 
 
 def bisenet_weights(folder: Path) -> tuple[Path, str]:
