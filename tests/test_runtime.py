@@ -182,3 +182,26 @@ def test_a_switch_given_a_word_or_number_is_refused_naming_the_true_and_false_it
     cfg = _train_config(tmp_path, f"test={typed}")
     with pytest.raises(UserError, match=f"^test={typed} is not a switch"):
         train(cfg)
+
+
+def test_a_switch_word_on_the_command_line_is_refused_but_a_name_may_be_one():
+    """callbacks.speed.compile=no reached the config as the string "no", which turned compilation on."""
+    from ffd.runtime import switch_word_problems
+
+    typed = ["callbacks.speed.compile=no", "+trainer.detect_anomaly=On", "trainer.max_epochs=3"]
+    names = ["input=no", "data.root=on", "export.output_dir=y", "models.face_landmarker.path=off"]
+    problems = switch_word_problems([*typed, *names])
+    assert [problem.split(" is not")[0] for problem in problems] == [
+        "callbacks.speed.compile=no",
+        "trainer.detect_anomaly=On",
+    ]
+
+
+def test_the_command_line_refuses_a_switch_word_before_the_run(tmp_path):
+    """data.augment=off reached the data module as the string "off": augmentation on."""
+    from cli import run_ffd
+
+    result = run_ffd("ffd.train", "data=synthetic", "data.augment=off", root=tmp_path, expect_ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "data.augment=off is not a switch: write data.augment=true or data.augment=false" in result.stderr
+    assert not (tmp_path / "data").exists()  # refused before the synthetic set was written

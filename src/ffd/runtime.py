@@ -7,7 +7,7 @@ import functools
 import re
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -269,6 +269,30 @@ def needs_extra(module: str, extra: str) -> str:
     )
 
 
+# Words that mean a switch's value to a person but are plain strings to Hydra (which knows true and false),
+# and the keys that name files or folders, where such a word may be a name.
+SWITCH_WORDS = {"yes", "no", "on", "off", "y", "n"}
+NAME_KEYS = re.compile(r"(^|\.)(input|output|model|root|ckpt_path|path|\w+_dir)$")
+
+
+def switch_word_problems(overrides: Sequence[str]) -> list[str]:
+    """The command-line overrides that give a switch a word (``callbacks.speed.compile=no``): a non-empty
+    string, which Python takes as true, so the switch would be turned on."""
+    problems = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if value.lower() in SWITCH_WORDS and not NAME_KEYS.search(key.lstrip("+~")):
+            problems.append(f"{flag_problem(value, key.lstrip('+~'))} (Hydra reads {value} as a word)")
+    return problems
+
+
+def _check_switch_words() -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and (problems := switch_word_problems(HydraConfig.get().overrides.task)):
+        raise UserError(f"{'; '.join(problems)}.")
+
+
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
     """Turn a user error into its message on stderr (and in the run's log file) and exit code 1; bugs
     still raise with a trace."""
@@ -276,6 +300,7 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
+            _check_switch_words()
             return task(*args, **kwargs)
         except Exception as error:
             message = _user_error_message(error)
