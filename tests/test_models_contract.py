@@ -178,7 +178,9 @@ def test_an_onnx_file_given_as_a_checkpoint_names_the_command_that_reads_it(tmp_
     assert f"ffd.predict input=FOLDER model={path}" in str(error.value)
 
 
-def _fit_schedule(tmp_path, scheduler: dict, max_epochs: int, ckpt_path=None) -> DeepfakeClassifier:
+def _fit_schedule(
+    tmp_path, scheduler: dict, max_epochs: int, ckpt_path=None, callbacks=()
+) -> DeepfakeClassifier:
     """A tiny ViT fitted on 8 random images, writing checkpoints/last.ckpt at every epoch end as
     conf/callbacks/default.yaml's latest_checkpoint does."""
     import lightning as L
@@ -197,7 +199,7 @@ def _fit_schedule(tmp_path, scheduler: dict, max_epochs: int, ckpt_path=None) ->
     trainer = L.Trainer(
         max_epochs=max_epochs,
         logger=False,
-        callbacks=[last],
+        callbacks=[last, *callbacks],
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -219,8 +221,24 @@ def test_a_resumed_fit_counts_every_epoch_in_the_plateau_schedule(tmp_path) -> N
 
 
 def test_a_resumed_cosine_schedule_decays_over_the_new_max_epochs(tmp_path) -> None:
+    """The first resumed epoch trained at the old horizon's floor (1/100 of the rate), as the optimizer had
+    been saved with it; the README promises the schedule stretched to the new end."""
+    import lightning as L
+
+    class Rates(L.Callback):
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
     cosine = {"name": "cosine", "warmup_epochs": 0, "min_lr_factor": 0.01}
     _fit_schedule(tmp_path, cosine, max_epochs=2)
-    resumed = _fit_schedule(tmp_path, cosine, max_epochs=4, ckpt_path=tmp_path / "last.ckpt")
+    rates = Rates()
+    resumed = _fit_schedule(
+        tmp_path, cosine, max_epochs=4, ckpt_path=tmp_path / "last.ckpt", callbacks=[rates]
+    )
     schedule = resumed.trainer.lr_scheduler_configs[0].scheduler
     assert schedule.total_epochs == 4 and schedule.last_epoch == 4  # the checkpoint's horizon was 2
+    stretched = [1e-3 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / 4))) for epoch in (2, 3)]
+    assert rates.seen == pytest.approx(stretched)

@@ -113,6 +113,11 @@ class CosineSchedule(torch.optim.lr_scheduler.LRScheduler):
         total_epochs = self.total_epochs
         super().load_state_dict(state_dict)
         self.total_epochs = total_epochs
+        # The optimizer came back with the rate of the old horizon (its floor, at its end), which the next
+        # epoch would train at: the rate of this one, before that epoch starts.
+        self._last_lr = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
+            group["lr"] = lr
 
     def get_lr(self) -> list[float]:
         for group in self.optimizer.param_groups:  # a new group's rate was set at the last epoch's factor
