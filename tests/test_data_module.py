@@ -18,6 +18,7 @@ from ffd.data.datamodule import FacesDataModule, collate_faces
 from ffd.data.index import DatasetLayoutError, index_dataset
 from ffd.data.synthetic import generate
 from ffd.images import read_rgb
+from ffd.runtime import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -369,3 +370,12 @@ def test_a_split_with_no_files_is_left_out_of_the_table(
     with pytest.raises(DatasetLayoutError, match="split 'val' is empty"):  # the table, then the error
         module(generated).setup("validate")
     assert printed_rows(capsys.readouterr().out) == ["train", "val"]
+
+
+def test_a_synthetic_set_drawn_at_another_size_than_data_image_size_is_refused(tmp_path: Path) -> None:
+    """data=synthetic data.image_size=128 trained on the 64 px set enlarged (AUROC 0.99), and ffd.eval,
+    which draws the set at the model's size, then scored a fresh 128 px set (AUROC 0.64)."""
+    synthetic = {"image_size": 64, "train": 4, "val": 2, "test": 2, "seed": 0}
+    with pytest.raises(UserError, match=r"data.image_size=128 but .* data.synthetic.image_size=64.*Set data"):
+        FacesDataModule(str(tmp_path / "s"), image_size=128, synthetic=synthetic)
+    assert FacesDataModule(str(tmp_path / "s"), image_size=64, synthetic=synthetic).image_size == 64

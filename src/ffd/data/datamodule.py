@@ -184,6 +184,15 @@ class FacesDataModule(L.LightningDataModule):
         self.batch_augment = BatchAugment(**self._augment_args()) if augment and augment_on == "gpu" else None
         self.split_dirs, self.class_dirs, self.use_csv = split_dirs, class_dirs, use_csv
         self.synthetic = dict(synthetic) if synthetic else None
+        if self.synthetic and self.synthetic.get("image_size", image_size) != image_size:
+            drawn = self.synthetic["image_size"]
+            raise UserError(
+                f"data.image_size={image_size} but the synthetic set is drawn at "
+                f"data.synthetic.image_size={drawn}: resizing it blurs the upsampling trace its fakes carry, "
+                f"and ffd.eval of the model would draw a new set at {image_size} px, on which it scores "
+                f"otherwise. Set data.synthetic.image_size={image_size} (data.image_size follows it) or "
+                f"leave data.image_size at {drawn}."
+            )
         if not self.synthetic:  # before the model is built: its ImageNet download can take a while
             check_root(root)
         self.persistent_workers = persistent_workers
