@@ -205,3 +205,16 @@ def test_the_command_line_refuses_a_switch_word_before_the_run(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "data.augment=off is not a switch: write data.augment=true or data.augment=false" in result.stderr
     assert not (tmp_path / "data").exists()  # refused before the synthetic set was written
+
+
+def test_an_option_of_a_callback_that_is_off_is_refused_not_ignored(tmp_path):
+    """The quickstart sets callbacks.finetune: null; +callbacks.finetune.warmup_epochs=1, Hydra's own advice,
+    ran without fine-tuning while the saved config and the hparams tab said warmup_epochs 1."""
+    from ffd import runtime
+
+    cfg = _train_config(tmp_path, "experiment=quickstart", "+callbacks.finetune.warmup_epochs=1")
+    with pytest.raises(
+        UserError, match=r"^callbacks.finetune has options \(warmup_epochs: 1\) but no _target_"
+    ):
+        runtime.make_trainer(cfg, loggers=[])
+    assert runtime.make_trainer(_train_config(tmp_path, "experiment=quickstart"), loggers=[]).callbacks

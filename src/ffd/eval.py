@@ -21,7 +21,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model = load_for_run(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.one_class_test = True  # e.g. a folder of another generator's fakes: how many are caught
-    loggers = instantiate_all(cfg.get("logger"))
+    loggers = instantiate_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = make_trainer(cfg, loggers, {"model": model.describe()})
     trainer.test(model, datamodule=datamodule, verbose=False)  # the report prints its table
     return {name: float(value) for name, value in trainer.callback_metrics.items()}

@@ -335,11 +335,23 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a config group such as ``callbacks`` or ``logger`` (null entries skip)."""
+def instantiate_all(group: DictConfig | None, key: str) -> list[Any]:
+    """Instantiate every entry of the config group ``key`` (``callbacks``, ``logger``); null entries are
+    off. An entry with options but no ``_target_`` is refused: ``+callbacks.finetune.warmup_epochs=1``
+    where the experiment set ``finetune: null`` looked on in the saved config and the hparams, and did
+    nothing."""
     if not group:
         return []
-    return [instantiate(node, _convert_="all") for node in group.values() if node and "_target_" in node]
+    headless = [name for name, node in group.items() if node and "_target_" not in node]
+    if headless:
+        name = headless[0]
+        raise UserError(
+            f"{key}.{name} has options ({OmegaConf.to_yaml(group[name]).strip()}) but no _target_: it is off "
+            f"in this config ({key}.{name}: null), and an option alone does not turn it on. Give the whole "
+            f"entry, e.g. '+{key}.{name}={{_target_: <class>, ...}}' (conf/ names the class), or drop the "
+            "option."
+        )
+    return [instantiate(node, _convert_="all") for node in group.values() if node]
 
 
 def make_trainer(cfg: DictConfig, loggers: list[Any], hparams: dict[str, Any] | None = None) -> Any:
@@ -363,7 +375,7 @@ def make_trainer(cfg: DictConfig, loggers: list[Any], hparams: dict[str, Any] | 
     if settings.get("sync_batchnorm") and not on_cuda:
         settings.sync_batchnorm = False
         record.info("sync_batchnorm off: torch synchronises BatchNorm across processes on CUDA GPUs only.")
-    callbacks = instantiate_all(cfg.get("callbacks"))
+    callbacks = instantiate_all(cfg.get("callbacks"), "callbacks")
     if not loggers and any(isinstance(callback, LearningRateMonitor) for callback in callbacks):
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
         record.info("No logger: the learning-rate monitor is off.")

@@ -54,7 +54,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "is built for (and records) the first, the data loaders deliver the second. Drop the "
             "model.net.image_size override (it follows data.image_size) or set data.image_size to match."
         )
-    loggers = instantiate_all(cfg.get("logger"))
+    loggers = instantiate_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = make_trainer(
         cfg, loggers, {"model/parameters": sum(p.numel() for p in model.parameters())}
     )
