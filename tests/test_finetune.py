@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ffd.callbacks.finetune import BackboneFinetuning, forward_order_layers
 from ffd.models import DenseNetDetector, VisionTransformer
+from ffd.runtime import UserError
 
 LR = 1e-3
 # densenet121 has 120 convolutions (its layers; BatchNorm excluded); the top 25% are the last 30: both
@@ -192,13 +193,13 @@ def test_resuming_in_stage_two_restores_the_group_and_the_unfrozen_layers(tmp_pa
 def test_a_network_without_backbone_is_refused_clearly(tmp_path) -> None:
     module = Tiny(VisionTransformer(image_size=32))
     with pytest.raises(
-        ValueError, match=r"pl_module\.net\.backbone.*VisionTransformer.*~callbacks\.finetune"
+        UserError, match=r"pl_module\.net\.backbone.*VisionTransformer.*~callbacks\.finetune"
     ):
         _fit(module, BackboneFinetuning(), max_epochs=1, tmp_path=tmp_path)
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="unfreeze_fraction"):
+    with pytest.raises(UserError, match="unfreeze_fraction"):
         BackboneFinetuning(unfreeze_fraction=1.5)
 
 

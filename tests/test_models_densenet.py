@@ -14,6 +14,7 @@ from torch import nn
 
 from ffd.models import DenseNetDetector, create_net, densenet
 from ffd.models.densenet import WeightsError
+from ffd.runtime import UserError
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_regularization_loss_is_keras_l2_on_the_hidden_layer_only(net: DenseNetD
 
 def test_factory_builds_and_refuses_unknown_names_and_arguments() -> None:
     assert isinstance(create_net("densenet", pretrained=False, image_size=64), DenseNetDetector)
-    with pytest.raises(ValueError, match="densenet, vit"):
+    with pytest.raises(UserError, match="densenet, vit"):
         create_net("resnet")
     with pytest.raises(TypeError, match="hidden_units"):
         create_net("densenet", pretrained=False, hidden_units=3)

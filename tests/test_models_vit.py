@@ -9,6 +9,7 @@ import torch
 
 from ffd.models import VisionTransformer
 from ffd.models.vit import Attention
+from ffd.runtime import UserError
 
 
 def _images(batch: int, size: int) -> torch.Tensor:
@@ -77,9 +78,9 @@ def test_structure_keeps_the_keras_layout() -> None:
 
 
 def test_bad_sizes_are_refused_clearly() -> None:
-    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+    with pytest.raises(UserError, match="not a multiple of patch_size"):
         VisionTransformer(image_size=30)
-    with pytest.raises(ValueError, match="one rate per head layer"):
+    with pytest.raises(UserError, match="one rate per head layer"):
         VisionTransformer(image_size=32, head_dropout=(0.1,))
     with pytest.raises(ValueError, match=r"takes 32x32 images.*\(64, 64\).*data.image_size"):
         VisionTransformer(image_size=32)(_images(1, 64))
@@ -87,5 +88,5 @@ def test_bad_sizes_are_refused_clearly() -> None:
 
 def test_pretrained_is_refused_since_no_weights_exist():
     assert VisionTransformer(image_size=32, pretrained=False)(_images(2, 32)).shape == (2,)
-    with pytest.raises(ValueError, match="trained from scratch"):
+    with pytest.raises(UserError, match="trained from scratch"):
         VisionTransformer(image_size=32, pretrained=True)

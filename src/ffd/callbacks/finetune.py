@@ -34,6 +34,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
+from ffd.runtime import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -54,7 +56,7 @@ class BackboneFinetuning(BaseFinetuning):
     ) -> None:
         super().__init__()
         if warmup_epochs < 0 or not 0.0 <= unfreeze_fraction <= 1.0 or lr_factor <= 0:
-            raise ValueError(
+            raise UserError(
                 "Finetuning needs warmup_epochs >= 0, 0 <= unfreeze_fraction <= 1, lr_factor > 0; got "
                 f"{warmup_epochs}, {unfreeze_fraction}, {lr_factor}: fix callbacks.finetune in the config."
             )
@@ -165,7 +167,7 @@ def forward_order_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
 def _find_backbone(pl_module: pl.LightningModule) -> nn.Module:
     backbone = getattr(getattr(pl_module, "net", None), "backbone", None)
     if not isinstance(backbone, nn.Module):
-        raise ValueError(
+        raise UserError(
             "BackboneFinetuning needs a pretrained backbone at pl_module.net.backbone, and "
             f"{type(pl_module).__name__}.net ({type(getattr(pl_module, 'net', None)).__name__}) has none. "
             "It is meant for model=densenet; drop it for networks trained from scratch "

@@ -16,6 +16,7 @@ from torch import nn
 
 from ffd.models.densenet import DenseNetDetector
 from ffd.models.vit import VisionTransformer
+from ffd.runtime import UserError
 
 NETS: dict[str, type[nn.Module]] = {"densenet": DenseNetDetector, "vit": VisionTransformer}
 
@@ -25,9 +26,7 @@ __all__ = ["NETS", "DenseNetDetector", "VisionTransformer", "create_net"]
 def create_net(name: str, **kwargs: Any) -> nn.Module:
     """Build the network registered as ``name`` with its constructor's keyword arguments."""
     if name not in NETS:
-        raise ValueError(
-            f"Unknown network {name!r}. Set model.net.name to one of: {', '.join(sorted(NETS))}."
-        )
+        raise UserError(f"Unknown network {name!r}. Set model.net.name to one of: {', '.join(sorted(NETS))}.")
     cls = NETS[name]
     accepted = inspect.signature(cls).parameters
     unknown = sorted(set(kwargs) - set(accepted))

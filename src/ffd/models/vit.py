@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ffd.models.preprocess import Normalize
+from ffd.runtime import UserError
 
 
 class Attention(nn.Module):
@@ -103,17 +104,18 @@ class VisionTransformer(nn.Module):
     ) -> None:
         super().__init__()
         if pretrained:
-            raise ValueError(
+            raise UserError(
                 "The reference ViT is trained from scratch: no pretrained weights exist for it. Set "
                 "model.net.pretrained=false (or leave it out)."
             )
         if image_size % patch_size:
-            raise ValueError(
-                f"ViT image_size={image_size} is not a multiple of patch_size={patch_size}; pick sizes "
-                "that divide (e.g. model.net.image_size=256 or 128 with patch_size=8)."
+            raise UserError(
+                f"ViT image_size={image_size} is not a multiple of patch_size={patch_size}: set "
+                f"data.image_size to a multiple of {patch_size} (model.net.image_size follows it), e.g. 256 "
+                "or 128."
             )
         if len(head_dropout) != len(head_dims) + 1:
-            raise ValueError(
+            raise UserError(
                 f"ViT head_dropout needs one rate per head layer, {len(head_dims) + 1} for head_dims="
                 f"{list(head_dims)}; got {list(head_dropout)}."
             )
