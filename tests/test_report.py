@@ -360,3 +360,14 @@ def test_resuming_into_the_interrupted_runs_checkpoint_folder_gives_no_warning(t
     )
     assert "another warning still shows" in result.stderr
     assert "exists and is not empty" not in result.stderr
+
+
+def test_predict_writes_the_reports_prediction_columns_less_the_label(tmp_path, predictions):
+    """ffd.predict wrote path, verdict, confidence, p_fake and the test report path, label, p_fake, verdict,
+    confidence: two files of the same images that did not line up."""
+    from ffd.inference import PREDICTION_COLUMNS
+
+    write_report(tmp_path, predictions)
+    with (tmp_path / "predictions.csv").open(newline="") as handle:
+        header = next(csv.reader(handle))
+    assert [column for column in header if column != "label"] == list(PREDICTION_COLUMNS)

@@ -48,6 +48,8 @@ from ffd.runtime import (
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
 OUTPUT_FILES = ("predictions.csv", "predictions.json", "bad_files.txt")
+# The test report's columns less the label, in its order, so that the two files line up.
+PREDICTION_COLUMNS = ("path", "p_fake", "verdict", "confidence")
 
 
 class PredictError(UserError):
@@ -142,10 +144,10 @@ class PredictRun:
         output.mkdir(parents=True, exist_ok=True)
         with (output / "predictions.csv").open("w", newline="", errors=FILE_NAMES) as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "verdict", "confidence", "p_fake"])
+            writer.writerow(PREDICTION_COLUMNS)
             for row in self.rows:
                 # repr: every digit, so that a P(fake) just under the threshold never reads as equal to it
-                writer.writerow([row.path, row.verdict, repr(row.confidence), repr(row.p_fake)])
+                writer.writerow([row.path, repr(row.p_fake), row.verdict, repr(row.confidence)])
         summary = {
             "input": self.input,
             "model": self.model,
