@@ -246,9 +246,8 @@ def test_an_integer_report_threshold_works(tmp_path):
     assert summary["metrics"]["recall"] == 0.0  # nothing is above P(fake) = 1
 
 
-def test_one_class_test_metrics_are_logged_as_nan_not_zero(tmp_path):
-    """With only fakes in the test split, torchmetrics scores AUROC 0 and AUPRC 1: numbers that mean
-    nothing, which reached TensorBoard and the value a sweep optimises."""
+def tested_on_one_class(tmp_path: Path, label: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The logged test metrics of a tiny untrained ViT on 6 images all labelled `label`, and its P(fake)."""
     import lightning as L
 
     from ffd.models.classifier import DeepfakeClassifier
@@ -256,32 +255,28 @@ def test_one_class_test_metrics_are_logged_as_nan_not_zero(tmp_path):
     torch.manual_seed(0)
     model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 8, "depth": 1})
     images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
-    data = [{"image": images[i], "label": torch.tensor(1.0)} for i in range(6)]
+    data = [{"image": images[i], "label": torch.tensor(label)} for i in range(6)]
     trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.test(model, torch.utils.data.DataLoader(data, batch_size=3), verbose=False)
-    metrics = trainer.callback_metrics
+    with torch.no_grad():
+        probs = torch.sigmoid(model.eval()(images))
+    return dict(trainer.callback_metrics), probs
+
+
+def test_one_class_test_metrics_are_logged_as_nan_not_zero(tmp_path):
+    """With only fakes in the test split, torchmetrics scores AUROC 0 and AUPRC 1: numbers that mean
+    nothing, which reached TensorBoard and the value a sweep optimises."""
+    metrics, probs = tested_on_one_class(tmp_path, 1.0)
     assert torch.isnan(metrics["test/auroc"]) and torch.isnan(metrics["test/auprc"])
-    with torch.no_grad():  # every label is fake: the accuracy is the share called fake, P(fake) > 0.5
-        called_fake = (torch.sigmoid(model.eval()(images)) > 0.5).float().mean()
+    called_fake = (probs > 0.5).float().mean()  # every label is fake: the accuracy is the share called fake
     assert float(metrics["test/accuracy"]) == pytest.approx(float(called_fake))
 
 
 def test_a_ratio_of_zero_over_zero_is_logged_as_nan_not_zero(tmp_path):
     """The logged test metrics (TensorBoard, a sweep's objective) agree with the report: with reals alone,
     recall is NaN, not torchmetrics' 0."""
-    import lightning as L
-
-    from ffd.models.classifier import DeepfakeClassifier
-
-    torch.manual_seed(0)
-    model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "dim": 8, "depth": 1})
-    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
-    data = [{"image": images[i], "label": torch.tensor(0.0)} for i in range(6)]
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    trainer.test(model, torch.utils.data.DataLoader(data, batch_size=3), verbose=False)
-    metrics = trainer.callback_metrics
-    with torch.no_grad():
-        flagged = int((torch.sigmoid(model.eval()(images)) > 0.5).sum())
+    metrics, probs = tested_on_one_class(tmp_path, 0.0)
+    flagged = int((probs > 0.5).sum())
     assert torch.isnan(metrics["test/recall"])
     assert torch.isnan(metrics["test/precision"]) == (flagged == 0)
     assert torch.isnan(metrics["test/f1"]) == (flagged == 0)
