@@ -192,9 +192,7 @@ def test_resuming_in_stage_two_restores_the_group_and_the_unfrozen_layers(tmp_pa
 
 def test_a_network_without_backbone_is_refused_clearly(tmp_path) -> None:
     module = Tiny(VisionTransformer(image_size=32))
-    with pytest.raises(
-        UserError, match=r"pl_module\.net\.backbone.*VisionTransformer.*~callbacks\.finetune"
-    ):
+    with pytest.raises(UserError, match=r"pl_module\.net\.backbone.*VisionTransformer.*~callbacks\.finetune"):
         _fit(module, BackboneFinetuning(), max_epochs=1, tmp_path=tmp_path)
 
 

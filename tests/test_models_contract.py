@@ -220,6 +220,15 @@ def test_a_resumed_fit_counts_every_epoch_in_the_plateau_schedule(tmp_path) -> N
     assert resumed.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 3
 
 
+def test_a_resumed_plateau_schedule_takes_this_runs_settings(tmp_path) -> None:
+    """torch's load_state_dict restored the checkpoint's patience and factor over the resumed run's."""
+    _fit_schedule(tmp_path, {"name": "plateau", "factor": 0.5, "patience": 2}, max_epochs=2)
+    changed = {"name": "plateau", "factor": 0.25, "patience": 0}
+    resumed = _fit_schedule(tmp_path, changed, max_epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    schedule = resumed.trainer.lr_scheduler_configs[0].scheduler
+    assert (schedule.factor, schedule.patience, schedule.last_epoch) == (0.25, 0, 3)
+
+
 def test_a_resumed_cosine_schedule_decays_over_the_new_max_epochs(tmp_path) -> None:
     """The first resumed epoch trained at the old horizon's floor (1/100 of the rate), as the optimizer had
     been saved with it; the README promises the schedule stretched to the new end."""

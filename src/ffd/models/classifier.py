@@ -125,6 +125,18 @@ class CosineSchedule(torch.optim.lr_scheduler.LRScheduler):
         return [group["initial_lr"] * self.factor(self.last_epoch) for group in self.optimizer.param_groups]
 
 
+class PlateauSchedule(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """ReduceLROnPlateau that resumes with this run's settings: torch's load_state_dict brings back the
+    checkpoint's ``factor`` and ``patience`` too, so a resumed fit given model.scheduler.patience=0 kept the
+    old patience while the config and the hparams tab said 0. The progress (best score, bad epochs) is the
+    checkpoint's."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        settings = {"factor": self.factor, "patience": self.patience}
+        super().load_state_dict(state_dict)
+        self.factor, self.patience = settings["factor"], settings["patience"]
+
+
 def check_training_settings(optimizer: Mapping[str, Any] | None, scheduler: Mapping[str, Any] | None) -> None:
     """Refuse a schedule or learning rate that cannot work, naming the option, before the model is built."""
     lr = (optimizer or {}).get("lr", 1e-3)
@@ -326,7 +338,7 @@ class DeepfakeClassifier(L.LightningModule):
         # Keys of the other schedule (model/densenet.yaml's plateau settings under name=cosine) are unused.
         settings = {key: schedule.get(key, default) for key, default in SCHEDULES[name].items()}
         if name == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", **settings)
+            scheduler = PlateauSchedule(optimizer, mode="max", **settings)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/auroc"}}
         total = max(int(self.trainer.max_epochs or 1), 1)
         return {"optimizer": optimizer, "lr_scheduler": CosineSchedule(optimizer, total, **settings)}
