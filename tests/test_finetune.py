@@ -173,7 +173,7 @@ def test_zero_warmup_unfreezes_at_the_start(tmp_path) -> None:
     assert not any(first["bn_training"])
 
 
-def test_resuming_in_stage_two_restores_the_group_and_the_unfrozen_layers(tmp_path) -> None:
+def test_resuming_in_stage_two_restores_the_group_and_the_unfrozen_layers(tmp_path, caplog) -> None:
     first = Tiny(_densenet())
     trainer = _fit(first, BackboneFinetuning(warmup_epochs=1), max_epochs=2, tmp_path=tmp_path)
     checkpoint = tmp_path / "stage2.ckpt"
@@ -181,7 +181,10 @@ def test_resuming_in_stage_two_restores_the_group_and_the_unfrozen_layers(tmp_pa
 
     resumed = Tiny(_densenet())
     callback = BackboneFinetuning(warmup_epochs=1)
-    _fit(resumed, callback, max_epochs=3, tmp_path=tmp_path, ckpt_path=checkpoint)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ffd.callbacks.finetune"):
+        _fit(resumed, callback, max_epochs=3, tmp_path=tmp_path, ckpt_path=checkpoint)
+    assert "Epoch 2: resumed with the top 30" in caplog.text and "unfroze" not in caplog.text
     assert [s["epoch"] for s in resumed.seen] == [2]
     step = resumed.seen[0]
     assert step["lrs"] == pytest.approx([LR, LR * 0.1])  # the restored group, not a second copy

@@ -89,7 +89,8 @@ class BackboneFinetuning(BaseFinetuning):
     def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         if epoch < self.warmup_epochs or self._unfrozen:
             return
-        if _in_optimizer(self._top_layers, optimizer):
+        resumed = _in_optimizer(self._top_layers, optimizer)
+        if resumed:
             # Resumed in stage 2: BaseFinetuning.on_fit_start has already restored the parameter group.
             self.make_trainable(self._top_layers)
         else:
@@ -101,9 +102,10 @@ class BackboneFinetuning(BaseFinetuning):
         self.unfrozen_lr = optimizer.param_groups[-1]["lr"] if self._top_layers else None
         if self._top_layers and pl_module.trainer.is_global_zero:
             log.info(
-                "Epoch %d: unfroze the top %d of %d backbone layers (%s ... %s) at lr %.3g; BatchNorm stays "
+                "Epoch %d: %s the top %d of %d backbone layers (%s ... %s) at lr %.3g; BatchNorm stays "
                 "frozen.",
                 epoch,
+                "resumed with" if resumed else "unfroze",
                 self.unfrozen_count,
                 len(self.layer_names),
                 self.unfrozen_names[0],
