@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+import warnings
 import zlib
 
 import cv2
@@ -215,3 +216,15 @@ def test_a_broken_link_in_a_folder_is_found_and_then_reported_unreadable(tmp_pat
     assert find_images(tmp_path) == [tmp_path / "gone.jpg", tmp_path / "good.png"]
     with pytest.raises(UnreadableImageError, match=r"gone\.jpg: cannot be read"):
         read_rgb(tmp_path / "gone.jpg")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7)])
+def test_a_one_pixel_wide_png_decodes_without_torchs_read_only_warning(tmp_path, size):
+    """Pillow's array is read-only and, one pixel wide, already contiguous: torch warned it was not
+    writable (printed in the middle of a segment run)."""
+    path = tmp_path / "thin.png"
+    Image.new("RGB", size, (10, 20, 30)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = read_rgb(path)
+    assert image.shape == (3, size[1], size[0]) and image[:, 0, 0].tolist() == [10, 20, 30]

@@ -118,7 +118,8 @@ def _decode_with_pillow(raw: memoryview, source: str | Path, kind: str) -> torch
         ) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise UnreadableImageError(source, f"cannot be decoded: truncated or corrupt {kind}") from error
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    # A copy always: Pillow's array is read-only, and a 1-pixel-wide one is already contiguous (no copy).
+    return torch.from_numpy(np.array(array.transpose(2, 0, 1), order="C"))
 
 
 def _decode(data: torch.Tensor, source: str | Path, suffix: str | None) -> torch.Tensor:
