@@ -19,9 +19,11 @@ import torch
 from cli import TINY_DATA, run_dirs, run_ffd
 from ffd.assets import sha256_of
 from ffd.data.synthetic import generate
+from ffd.deploy.parity import changed_verdicts, latency
 from ffd.deploy.pipeline import REPORT_NAME
 from ffd.deploy.session import INPUT_NAME, OUTPUT_NAME, PRECISIONS, ModelInfo, OnnxDetector
 from ffd.models.classifier import load_classifier
+from ffd.report import verdict
 
 # Latency settings kept tiny (the figures are not checked, only that they are there), and the int8 AUROC
 # limit relaxed: the tiny test split has 6 real and 6 fake images, so AUROC moves in steps of 1/36 and a
@@ -65,6 +67,9 @@ def test_export_writes_three_checked_files_within_their_limits(exported):
         assert row["size_bytes"] == sizes[precision]
         assert row["limit"]["ok"] and row["limit"]["value"] <= row["limit"]["max"]
         assert set(row["latency_ms"]) == {"batch_1", "batch_4"}
+    for row in report["results"].values():  # the spread of the timed runs, the checkpoint's too
+        for timing in row["latency_ms"].values():
+            assert 0 < timing["min"] <= timing["median"] <= timing["p90"]
     results = report["results"]
     assert results["fp32"]["max_abs_diff"] <= 1e-4
     assert results["fp16"]["max_abs_diff"] <= 1e-2
@@ -75,6 +80,77 @@ def test_export_writes_three_checked_files_within_their_limits(exported):
     assert sizes["int8"] < 0.5 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
     assert report["parity"]["images"] == 12 and report["calibration"]["images_used"] == 12
     assert report["checkpoint_sha256"] == sha256_of(checkpoint)
+
+
+def test_the_report_counts_the_verdicts_each_file_changes(exported):
+    """The int8 ViT of the README changed a few verdicts that no figure of the report showed."""
+    _, _, run = exported
+    report = json.loads((run / REPORT_NAME).read_text())
+    images = report["parity"]["images"]
+    reference = report["results"]["torch"]
+    assert reference["verdicts_changed"] == 0
+    for precision in report["files"]:
+        row = report["results"][precision]
+        changed = row["verdicts_changed"]
+        assert isinstance(changed, int) and 0 <= changed <= images
+        assert row["verdicts_changed_share"] == pytest.approx(changed / images)
+        # Each changed verdict turns one image right or wrong: the accuracies can differ by no more.
+        moved = round(abs(row["accuracy"] - reference["accuracy"]) * images)
+        assert moved <= changed and (changed - moved) % 2 == 0
+
+
+def test_the_log_records_each_file_and_the_outcome(exported):
+    """export.log stopped at "Quantizing to int8": neither the figures nor pass / fail were in it."""
+    _, checkpoint, run = exported
+    report = json.loads((run / REPORT_NAME).read_text())
+    lines = (run / "export.log").read_text().splitlines()
+    images = report["parity"]["images"]
+    for name, row in report["results"].items():
+        shown, file = (
+            ("torch fp32", checkpoint) if name == "torch" else (f"onnx {name}", run / report["files"][name])
+        )
+        (line,) = [line for line in lines if f"ffd.export {shown}: {file};" in line]
+        assert f"verdicts changed at threshold 0.5: {row['verdicts_changed']} / {images}" in line
+        assert "max |dP|" in line and "AUROC" in line and "batch 1 " in line and "batch 4 " in line
+        assert name == "torch" or line.endswith(": ok")
+    assert lines[-1].endswith(f"ffd.export passed: every file within its limit; report: {run / REPORT_NAME}")
+
+
+def test_changed_verdicts_are_those_that_cross_the_threshold():
+    """Fake strictly above the threshold, as ffd.predict says it, so the count matches two of its CSVs."""
+    # Images 1 to 4 change side of 0.5 (0.5 itself is real); 0 and 5 move but keep their verdict.
+    reference = np.float32([0.2, 0.7, 0.49, 0.51, 0.5, 0.9])
+    exported = np.float32([0.3, 0.4, 0.51, 0.5, 0.51, 0.95])
+    assert changed_verdicts(reference, exported, 0.5) == {
+        "verdicts_changed": 4,
+        "verdicts_changed_share": pytest.approx(4 / 6),
+    }
+    # float32(0.3) is just above 0.3: ffd.predict calls it fake, as a float32 comparison would not.
+    reference, exported = np.float32([0.3, 0.3]), np.float32([0.29, 0.3])
+    said = [
+        verdict(float(r), 0.3)[0] != verdict(float(e), 0.3)[0]
+        for r, e in zip(reference, exported, strict=True)
+    ]
+    assert changed_verdicts(reference, exported, 0.3)["verdicts_changed"] == sum(said) == 1
+    assert changed_verdicts(np.zeros(0), np.zeros(0), 0.5) == {
+        "verdicts_changed": 0,
+        "verdicts_changed_share": 0.0,
+    }
+
+
+def test_latency_spread_comes_from_the_same_timed_runs():
+    """min and p90 beside the median cost no extra run: warmup + repeats calls per batch size."""
+    calls = []
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return np.zeros(len(images), dtype=np.float32)
+
+    timings = latency(predict, 4, [1, 3], warmup=2, repeats=5)
+    assert calls == [1] * 7 + [3] * 7
+    assert set(timings) == {"batch_1", "batch_3"}
+    for timing in timings.values():
+        assert timing["min"] <= timing["median"] <= timing["p90"]
 
 
 def test_fp32_file_matches_the_checkpoint_on_fresh_random_images(exported):
@@ -129,6 +205,9 @@ def test_a_failed_limit_leaves_the_report_and_exits_1(tiny_checkpoints, tmp_path
     (run,) = run_dirs(tmp_path, "export")
     report = json.loads((run / REPORT_NAME).read_text())
     assert not report["passed"] and report["results"]["fp32"]["limit"]["ok"] is False
+    log = (run / "export.log").read_text()
+    assert "ffd.export onnx fp32:" in log and "limit: max_abs_diff" in log and ": FAILED" in log
+    assert "ffd.export failed its limits: fp32: max_abs_diff" in log and str(run / REPORT_NAME) in log
     assert list(report["files"]) == ["fp32"] and sorted(p.name for p in run.glob("*.onnx")) == [
         "vit_32px_fp32.onnx"
     ]

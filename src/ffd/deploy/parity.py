@@ -1,7 +1,8 @@
-"""How an exported file compares with its checkpoint: P(fake) differences, metrics, latency, file size.
+"""How an exported file compares with its checkpoint: P(fake) differences, changed verdicts, metrics,
+latency, file size.
 
 Every figure of ``export_report.json`` is computed here, so the export and the speed benchmark
-(benchmarks/export.py) time models the same way: the median of repeated runs after warm-up.
+(benchmarks/export.py) time models the same way: repeated runs after warm-up, summarised by their median.
 """
 
 from __future__ import annotations
@@ -67,25 +68,46 @@ def differences(reference: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
-def median_ms(run: Callable[[], object], warmup: int = 3, repeats: int = 10) -> float:
-    """Median wall time of ``run()`` in milliseconds, after ``warmup`` untimed calls."""
+def changed_verdicts(reference: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, int | float]:
+    """How many images (and what share) get another verdict than the reference's at ``threshold``: a small
+    mean |ΔP| can hide the few images that cross it. Fake strictly above the threshold, compared in float64,
+    as ffd.predict's verdicts are, so the count agrees with two of its CSVs."""
+    fake = reference.astype(np.float64) > threshold
+    changed = int(np.count_nonzero(fake != (probs.astype(np.float64) > threshold)))
+    return {"verdicts_changed": changed, "verdicts_changed_share": changed / fake.size if fake.size else 0.0}
+
+
+def times_ms(run: Callable[[], object], warmup: int = 3, repeats: int = 10) -> list[float]:
+    """Wall time of each of ``repeats`` calls of ``run()`` in milliseconds, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def median_ms(run: Callable[[], object], warmup: int = 3, repeats: int = 10) -> float:
+    """Median wall time of ``run()`` in milliseconds, after ``warmup`` untimed calls."""
+    return statistics.median(times_ms(run, warmup, repeats))
 
 
 def latency(
     predict: Predictor, image_size: int, batch_sizes: Iterable[int], warmup: int, repeats: int, seed: int = 0
-) -> dict[str, float]:
-    """{"batch_<n>": median ms per batch of n} on random RGB images (the compute does not depend on them)."""
+) -> dict[str, dict[str, float]]:
+    """{"batch_<n>": {"median", "min", "p90"} ms per batch of n} on random RGB images (the compute does not
+    depend on them). The spread of the same runs: on a loaded machine the median alone can be several times
+    the unloaded figure (PyTorch eager most of all), and the min shows it."""
     rng = np.random.default_rng(seed)
     result = {}
     for size in batch_sizes:
         images = rng.integers(0, 256, (size, 3, image_size, image_size)).astype(np.float32)
-        result[f"batch_{size}"] = median_ms(lambda images=images: predict(images), warmup, repeats)
+        times = times_ms(lambda images=images: predict(images), warmup, repeats)
+        result[f"batch_{size}"] = {
+            "median": statistics.median(times),
+            "min": min(times),
+            "p90": float(np.percentile(times, 90)),
+        }
     return result
