@@ -1,7 +1,8 @@
 """python -m ffd.export ckpt_path=CKPT [export.precisions=[fp32,fp16,int8]] [data=synthetic | data.root=PATH]
 
 Export a checkpoint written by ffd.train to ONNX (fp32, fp16, int8) and prove the files: parity with the
-checkpoint, accuracy, AUROC, AUPRC, size and latency in outputs/export/<timestamp>/export_report.json. A
+checkpoint, verdicts changed, accuracy, AUROC, AUPRC, size and latency in
+outputs/export/<timestamp>/export_report.json, and one line per file in export.log. A
 file outside its limit (export.limits) fails the run with exit code 1, after the report is written.
 """
 
