@@ -230,7 +230,8 @@ def test_a_report_threshold_out_of_range_is_refused_at_once(tmp_path, threshold)
     from ffd.callbacks.report import ReportWriter
     from ffd.runtime import UserError
 
-    with pytest.raises(UserError, match=f"callbacks.report.threshold={threshold} is not a probability"):
+    typed = str(threshold).lower() if isinstance(threshold, bool) else threshold  # as on the command line
+    with pytest.raises(UserError, match=f"callbacks.report.threshold={typed} is not a probability"):
         ReportWriter(tmp_path, threshold=threshold)
 
 
@@ -246,7 +247,7 @@ def test_an_integer_report_threshold_works(tmp_path):
     assert summary["metrics"]["recall"] == 0.0  # nothing is above P(fake) = 1
 
 
-def tested_on_one_class(tmp_path: Path, label: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def one_class_test_run(tmp_path: Path, label: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The logged test metrics of a tiny untrained ViT on 6 images all labelled `label`, and its P(fake)."""
     import lightning as L
 
@@ -266,7 +267,7 @@ def tested_on_one_class(tmp_path: Path, label: float) -> tuple[dict[str, torch.T
 def test_one_class_test_metrics_are_logged_as_nan_not_zero(tmp_path):
     """With only fakes in the test split, torchmetrics scores AUROC 0 and AUPRC 1: numbers that mean
     nothing, which reached TensorBoard and the value a sweep optimises."""
-    metrics, probs = tested_on_one_class(tmp_path, 1.0)
+    metrics, probs = one_class_test_run(tmp_path, 1.0)
     assert torch.isnan(metrics["test/auroc"]) and torch.isnan(metrics["test/auprc"])
     called_fake = (probs > 0.5).float().mean()  # every label is fake: the accuracy is the share called fake
     assert float(metrics["test/accuracy"]) == pytest.approx(float(called_fake))
@@ -275,7 +276,7 @@ def test_one_class_test_metrics_are_logged_as_nan_not_zero(tmp_path):
 def test_a_ratio_of_zero_over_zero_is_logged_as_nan_not_zero(tmp_path):
     """The logged test metrics (TensorBoard, a sweep's objective) agree with the report: with reals alone,
     recall is NaN, not torchmetrics' 0."""
-    metrics, probs = tested_on_one_class(tmp_path, 0.0)
+    metrics, probs = one_class_test_run(tmp_path, 0.0)
     flagged = int((probs > 0.5).sum())
     assert torch.isnan(metrics["test/recall"])
     assert torch.isnan(metrics["test/precision"]) == (flagged == 0)
