@@ -123,3 +123,12 @@ def test_a_value_hydra_cannot_parse_gets_the_quoted_argument(value: str) -> None
     quoted = subprocess.run(["bash", "-c", f"printf %s {shell}"], capture_output=True, text=True).stdout
     parsed = OverridesParser.create().parse_overrides([quoted])[0]
     assert (parsed.key_or_group, parsed.value()) == ("input", value)
+
+
+def test_an_option_of_an_entry_that_is_off_says_it_is_off() -> None:
+    """The quickstart sets callbacks.finetune: null: Hydra's advice for callbacks.finetune.warmup_epochs=1,
+    adding it with +, would configure a callback that is never built."""
+    (line,) = suggestions("train", ["experiment=quickstart", "callbacks.finetune.warmup_epochs=1"])
+    assert line.startswith("ffd: callbacks.finetune is off (null) in the train config")
+    assert "'+callbacks.finetune={_target_: <class>, ...}'" in line
+    assert suggestions("train", ["callbacks.finetune.warmup_epochs=1"]) == []  # on with model=densenet

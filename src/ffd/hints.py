@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,12 +32,18 @@ DOUBLE_QUOTED = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"}
 T = TypeVar("T")
 
 
-def dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
-    """Every key of a nested mapping as a dotted path, inner nodes and leaves."""
+def dotted_items(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every key of a nested mapping as a dotted path with its value, inner nodes and leaves."""
     for key, value in tree.items():
-        yield f"{prefix}{key}"
+        yield f"{prefix}{key}", value
         if isinstance(value, Mapping):
-            yield from dotted_keys(value, f"{prefix}{key}.")
+            yield from dotted_items(value, f"{prefix}{key}.")
+
+
+def parents(key: str) -> list[str]:
+    """``a.b.c`` -> ``a``, ``a.b``."""
+    parts = key.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]
 
 
 def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | None = CONF) -> list[str]:
@@ -59,11 +65,19 @@ def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | N
     # for a setting (ffd.eval model=...) is worth a line, looked up in the config as it is by default.
     names_only = known is None
     if known is None:
-        known = known_keys(config_name, [], config_dir) or []
+        known = known_keys(config_name, [], config_dir) or {}
+    switched_off = {key for key, value in known.items() if value is None}
     lines = []
     for override in overrides:
         key = override.key_or_group
         if override.is_add() or override.is_delete() or key.startswith("hydra") or key in known:
+            continue
+        if off := next((parent for parent in parents(key) if parent in switched_off), None):
+            lines.append(
+                f"ffd: {off} is off (null) in the {config_name} config, so `{key}` has nothing to set: "
+                f"give its whole entry, '+{off}={{_target_: <class>, ...}}' (conf/ names the class), or "
+                "leave the option out."
+            )
             continue
         meant = same_setting(key, known)
         if not (meant or names_only or is_group(key)):  # a group (experiment=...) is no key of the config
@@ -104,8 +118,9 @@ def quoting_hints(arguments: Sequence[str]) -> list[str]:
     return lines
 
 
-def known_keys(config_name: str, groups: Sequence[str], config_dir: Path | None) -> list[str] | None:
-    """Every dotted key of the config composed with the `groups` choices; None if it does not compose."""
+def known_keys(config_name: str, groups: Sequence[str], config_dir: Path | None) -> dict[str, Any] | None:
+    """Every dotted key of the config composed with the `groups` choices, with its value; None if it does
+    not compose."""
     try:
         with (
             initialize_config_dir(config_dir=str(config_dir), version_base="1.3")
@@ -115,10 +130,10 @@ def known_keys(config_name: str, groups: Sequence[str], config_dir: Path | None)
             cfg = compose(config_name, overrides=list(groups))
     except Exception:
         return None
-    return list(dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+    return dict(dotted_items(OmegaConf.to_container(cfg, resolve=False)))
 
 
-def same_setting(key: str, known: Sequence[str]) -> str | None:
+def same_setting(key: str, known: Collection[str]) -> str | None:
     """This config's name for a setting that another command calls `key` (ffd.predict's ``threshold`` is
     ffd.eval's ``callbacks.report.threshold``)."""
     for first, second in SAME_SETTING:
@@ -128,7 +143,7 @@ def same_setting(key: str, known: Sequence[str]) -> str | None:
     return None
 
 
-def closest_key(key: str, known: Sequence[str]) -> str | None:
+def closest_key(key: str, known: Collection[str]) -> str | None:
     """The known key `key` most likely means: the one key with its last name elsewhere (``num_faces`` ->
     ``landmarks.num_faces``), else a sibling with a similar last name (``trainer.max_epoch`` ->
     ``trainer.max_epochs``, ``ckpt`` -> ``ckpt_path``), else a key as deep whose whole path is close
