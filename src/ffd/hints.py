@@ -50,9 +50,8 @@ def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | N
     """'did you mean' lines for the overrides in `arguments` that change a key the config lacks.
 
     `config_dir`: the entry point's config folder, None for one composed from Hydra's config store."""
-    parser = OverridesParser.create()
     try:
-        overrides = parser.parse_overrides([a for a in arguments if not a.startswith("-")])
+        overrides = OverridesParser.create().parse_overrides([a for a in arguments if not a.startswith("-")])
     except Exception:  # a syntax error: Hydra's own message says where; quotes may be the fix
         return quoting_hints(arguments)
 
