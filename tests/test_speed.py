@@ -260,6 +260,28 @@ def test_a_data_row_counts_its_loader_workers_in_good_english() -> None:
     assert notes == ["0 loader workers", "1 loader worker", "2 loader workers"]
 
 
+def test_the_loop_peak_memory_covers_the_warmup_steps(monkeypatch, tmp_path) -> None:
+    """CUDA graphs take their memory while they are recorded, in the warm-up: the bench's peak for the loop
+    must not be counted from the first timed step, or a 2.9 GiB loop reads 0.3 GiB."""
+    resets: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: resets.append(1))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * 2**30)
+    timer = bench.StepTimer(warmup_steps=2, result_path=str(tmp_path / "timer.json"))
+    trainer = SimpleNamespace(global_step=0, max_steps=4)
+    batch = {"label": torch.zeros(8)}
+    for step in range(4):
+        trainer.global_step = step
+        timer.on_train_batch_start(trainer, None, batch, step)
+        trainer.global_step = step + 1
+        timer.on_train_batch_end(trainer, None)
+    timer.on_train_end(trainer, None)
+    result = json.loads((tmp_path / "timer.json").read_text())
+    assert resets == [] and result["peak_gib"] == 3.0
+    assert result["images"] == 16  # the two timed steps' batches
+
+
 def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:
     site = dict(op="_local_scalar_dense", site="ffd/x.py:3 (f)", per_step=0.105263, why="reads a value")
     rows = [
