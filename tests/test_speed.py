@@ -240,6 +240,7 @@ def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) ->
     ratio = rows[3]["images_per_s"] / rows[0]["images_per_s"]
     assert f"| {ratio:.2f} |" in table
     assert "(a) bare step" in table and "(c) full ffd.train loop" in table
+    assert "Settings: `models=[vit] trainer_config=cpu image_size=16 batch_size=4 steps=2" in table
     assert (run / "profile_vit_a_step.txt").read_text().startswith("1 steps profiled")
     assert (run / "profile_vit_c_loop.txt").read_text().startswith("1 steps profiled")
     assert rows[3]["host_syncs_per_step"] == 0 and f"| {ratio:.2f} | 0 |" in table, rows[3]
@@ -295,7 +296,7 @@ def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:
             "host_sync_sites": [site],
         },
     ]
-    bench.write_tables(rows, tmp_path, "title")
+    bench.write_tables(rows, tmp_path, "title", "models=[vit]")
     table = (tmp_path / "bench.md").read_text()
     assert "| 0.80 | 0.11 |" in table  # two significant digits, not 0.105263
     assert "- vit, augment on gpu: 0.11/step `_local_scalar_dense` at ffd/x.py:3 (f): reads a value" in table

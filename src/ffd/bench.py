@@ -542,7 +542,9 @@ def sync_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_tables(results: list[dict[str, Any]], output_dir: Path, title: str) -> None:
+def write_tables(results: list[dict[str, Any]], output_dir: Path, title: str, settings: str) -> None:
+    """The table on the console and in bench.md, which also keeps the settings: a results file read
+    later says what was measured."""
     rows = table_rows(results)
     table = Table(title=title)
     for column in HEADER:
@@ -554,7 +556,14 @@ def write_tables(results: list[dict[str, Any]], output_dir: Path, title: str) ->
     syncs = sync_lines(results)
     if syncs:
         console.print("Host syncs in the training loop (ffd.host_syncs):", *syncs, sep="\n", markup=False)
-    lines = [f"{title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines = [
+        title,
+        "",
+        f"Settings: `{settings}`",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     if syncs:
         lines += ["", "Host syncs in the training loop (ffd.host_syncs):", "", *syncs]
@@ -620,7 +629,8 @@ def main(cfg: DictConfig) -> None:
     OmegaConf.set_struct(cfg, False)
     resolve_sizes(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    log.info("Bench settings: %s", settings_line(cfg))
+    settings = settings_line(cfg)
+    log.info("Bench settings: %s", settings)
     results = run_bench(cfg, output_dir)
     info = machine()
     device = info.get("gpu") or f"{info['cpus']} CPU cores ({info['cpu']})"
@@ -630,7 +640,7 @@ def main(cfg: DictConfig) -> None:
         f"{sizes.steps} timed steps after {sizes.warmup_steps}, {cfg.files} JPEG files, "
         f"trainer={cfg.trainer_config}"
     )
-    write_tables(results, output_dir, title)
+    write_tables(results, output_dir, title, settings)
     print(f"\nbench.json and bench.md in {output_dir}")
 
 
