@@ -3,13 +3,11 @@
 # torchmetrics but not hydra-core / omegaconf / antlr4 (bring them as wheels in .whl/, e.g. with
 # ../shared/tools/device-wheels.sh). Writes bench.json, bench.md and the log to $OUT (default /tmp/ffd/out).
 #   bash benchmarks/gpu_bench.sh [more ffd.bench overrides; a key given again replaces the one below]
-# By default: both models, compiled, augmentation on the GPU; the bare step and the full loop, each also
-# with CUDA graphs (compile mode reduce-overhead); host syncs per step; torch.profiler tables of (a) and
-# (c). Each torch.compile costs ~40 s (ViT) or ~2 min (DenseNet121), so within a 10-minute call run it
-# per model, the ViT first (~4 min), then DenseNet121 with CUDA graphs only (~5 min):
-#   bash benchmarks/gpu_bench.sh models=[vit]
-#   bash benchmarks/gpu_bench.sh models=[densenet] step_variants=[] loop_variants=[] \
-#     "train_overrides=['callbacks.speed.compile={mode:reduce-overhead}']"
+# By default: both models with torch.compile in CUDA-graph mode (compile mode reduce-overhead), the
+# augmentation on the GPU; the bare step (a) and the full loop (c), host syncs per step, torch.profiler
+# tables of (a) and (c). About 6 minutes on an H200 (1 for the ViT, 5 for DenseNet121, mostly compilation):
+# the README's Speed figures of 2026-11-27. For torch.compile without CUDA graphs, add
+#   "train_overrides=['callbacks.speed.compile=true']"
 # The data pipeline alone (b) and the CPU-augmentation loop were measured before (README, Speed) and are
 # left out: add parts=[step,data,loop] augment_on=[cpu,gpu] for them.
 set -u
@@ -30,11 +28,9 @@ mkdir -p "$OUT"
 rm -f "$FFD_ROOT"/bench/bench.json "$FFD_ROOT"/bench/bench.md "$FFD_ROOT"/bench/profile_*.txt
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, lightning, timm; print('torch', torch.__version__, 'lightning', lightning.__version__, 'timm', timm.__version__, 'cpus', __import__('os').cpu_count())" | tee -a "$OUT/gpu.txt"
-timeout "${BENCH_TIMEOUT_S:-540}" python3 -m ffd.bench models=[vit,densenet] steps=100 warmup_steps=30 data_batches=40 \
+timeout "${BENCH_TIMEOUT_S:-540}" python3 -m ffd.bench models=[vit,densenet] steps=100 warmup_steps=30 \
   parts=[step,loop] augment_on=[gpu] \
-  "train_overrides=['callbacks.speed.compile=true']" \
-  "step_variants=[{precision:bf16-mixed,channels_last:true,compile:{mode:reduce-overhead}}]" \
-  "loop_variants=[['callbacks.speed.compile={mode:reduce-overhead}']]" \
+  "train_overrides=['callbacks.speed.compile={mode:reduce-overhead}']" \
   profile_steps=5 \
   hydra.run.dir="$FFD_ROOT/bench" "$@" > "$OUT/bench.log" 2>&1
 status=$?
