@@ -4,7 +4,8 @@ A GPU runs at its own pace only while Python queues work ahead of it. Reading a 
 ``float(t)``, ``if t:``), an operation whose output size depends on the data (``nonzero``, boolean masks,
 ``unique``) or a tensor built from Python data and copied to the GPU each wait for every queued kernel;
 the GPU then idles while Python prepares the next step. Profiled on an H200, the ViT's training loop
-waited 4.6 times per step and kept the GPU busy 79% of the time.
+waited 4.6 times per step and kept the GPU busy 79% of the time; once the waits found here were removed,
+0.1 times per step (the progress bar and the logger, once per logging period).
 
 On a GPU, ``torch.cuda.set_sync_debug_mode`` reports the real waits. On a CPU nothing waits, so the same
 operations are recorded as they are dispatched (a ``TorchDispatchMode``): what would wait on a GPU,
