@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from ffd import record
+from ffd import command_help, record
 
 T = TypeVar("T")
 
@@ -38,8 +38,14 @@ def model_cache() -> str:
     return str(default_cache_dir())
 
 
-# Config interpolations: ${ffd.gpu_precision:} (conf/trainer/gpu.yaml), ${ffd.model_cache:} (conf/paths).
-for name, resolver in (("ffd.gpu_precision", gpu_precision), ("ffd.model_cache", model_cache)):
+# Config interpolations: ${ffd.gpu_precision:} (conf/trainer/gpu.yaml), ${ffd.model_cache:} (conf/paths),
+# and each command's --help (conf/hydra/default.yaml).
+for name, resolver in (
+    ("ffd.gpu_precision", gpu_precision),
+    ("ffd.model_cache", model_cache),
+    ("ffd.usage", command_help.usage),
+    ("ffd.config_groups", command_help.config_groups),
+):
     if not OmegaConf.has_resolver(name):
         OmegaConf.register_new_resolver(name, resolver)
 
