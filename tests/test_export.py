@@ -20,7 +20,7 @@ from cli import TINY_DATA, run_dirs, run_ffd
 from ffd.assets import sha256_of
 from ffd.data.synthetic import generate
 from ffd.deploy.parity import changed_verdicts, latency
-from ffd.deploy.pipeline import REPORT_NAME
+from ffd.deploy.pipeline import REPORT_NAME, limit_outcome
 from ffd.deploy.session import INPUT_NAME, OUTPUT_NAME, PRECISIONS, ModelInfo, OnnxDetector
 from ffd.models.classifier import load_classifier
 from ffd.report import verdict
@@ -290,3 +290,25 @@ def test_an_integer_threshold_is_taken_as_a_probability():
         cfg = compose(config_name="export", overrides=["export.threshold=1"])
     check_options(cfg)
     assert isinstance(cfg.export.threshold, float) and cfg.export.threshold == 1.0
+
+
+@pytest.mark.parametrize(
+    ("limit", "words"),
+    [
+        (None, "none (the reference)"),
+        (
+            {"figure": "auroc_drop", "value": -0.0025, "max": 0.005, "ok": True},
+            "auroc_drop -0.0025 (AUROC 0.0025 above the checkpoint's), at most 0.005: ok",
+        ),
+        (
+            {"figure": "auroc_drop", "value": 0.01, "max": 0.005, "ok": False},
+            "auroc_drop 0.01, at most 0.005: FAILED",
+        ),
+        (
+            {"figure": "max_abs_diff", "value": 1.5e-7, "max": 1e-4, "ok": True},
+            "max_abs_diff 1.5e-07, at most 0.0001: ok",
+        ),
+    ],
+)
+def test_the_log_says_a_file_s_limit_in_words(limit, words) -> None:
+    assert limit_outcome(limit) == words

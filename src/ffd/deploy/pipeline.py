@@ -275,6 +275,18 @@ def print_table(
     console.print(table)
 
 
+def limit_outcome(limit: Mapping[str, Any] | None) -> str:
+    """A file's limit in words, for the log. A negative AUROC drop is a gain (int8 rounding moved a few
+    scores the right way), and the log says so rather than print a drop of -0.003."""
+    if limit is None:
+        return "none (the reference)"
+    figure, value = limit["figure"], limit["value"]
+    shown = f"{figure} {value:.3g}"
+    if figure == "auroc_drop" and value < 0:
+        shown += f" (AUROC {-value:.3g} above the checkpoint's)"
+    return f"{shown}, at most {limit['max']:g}: " + ("ok" if limit["ok"] else "FAILED")
+
+
 def record_results(
     rows: dict[str, dict[str, Any]],
     images: int,
@@ -286,11 +298,6 @@ def record_results(
     """The printed table and the outcome, for the run's log file (export.log), which the console's table
     does not reach: one line per model (the checkpoint first), then passed or failed."""
     for name, row in rows.items():
-        limit = row.get("limit")
-        outcome = "none (the reference)"
-        if limit is not None:
-            outcome = f"{limit['figure']} {limit['value']:.3g}, at most {limit['max']:g}: "
-            outcome += "ok" if limit["ok"] else "FAILED"
         record.info(
             "ffd.export %s: %s; max |dP| %.2e, mean |dP| %.2e; accuracy %.4f, AUROC %.4f; "
             "verdicts changed at threshold %g: %d / %d; latency ms per image, median (min): %s; limit: %s",
@@ -304,7 +311,7 @@ def record_results(
             row["verdicts_changed"],
             images,
             ", ".join(f"batch {n} {per_image_ms(row['latency_ms'][f'batch_{n}'], n)}" for n in batch_sizes),
-            outcome,
+            limit_outcome(row.get("limit")),
         )
     if failures:
         record.error("ffd.export failed its limits: %s; report: %s", "; ".join(failures), report)
