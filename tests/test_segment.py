@@ -610,6 +610,27 @@ def test_a_bundle_without_the_landmarker_models_is_one_clear_error(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_backend_without_label_maps_replaces_an_earlier_runs_map_only_when_asked(
+    landmarker_file: Path, tmp_path: Path
+) -> None:
+    """A landmarks run with overwrite=true over a regions run left its a_labels.png beside the new a.json,
+    which names no label map."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    noise = np.random.default_rng(5).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    (folder / "a.png").write_bytes(png_bytes(noise))
+    out = tmp_path / "out"
+    run(segment_config(tmp_path, f"input={folder}", "backend=regions"))
+    assert (out / "a_labels.png").is_file()
+    (out / "a.png").unlink()
+    (out / "a.json").unlink()
+    with pytest.raises(SegmentError, match="overwrite=true"):  # the map alone is replaced only when asked
+        run(segment_config(tmp_path, f"input={folder}", "backend=landmarks"))
+    assert (out / "a_labels.png").is_file()
+    run(segment_config(tmp_path, f"input={folder}", "backend=landmarks", "overwrite=true"))
+    assert not (out / "a_labels.png").exists() and "labels" not in json.loads((out / "a.json").read_text())
+
+
 def test_a_run_into_its_own_input_folder_leaves_earlier_outputs_out(landmarker_file: Path, tmp_path: Path):
     """The second run read the first run's a.png and a_labels.png as photos (a.png.png)."""
     folder = tmp_path / "photos"

@@ -305,7 +305,6 @@ def open_backend(cfg: Any) -> Iterator[tuple[Backend, Path]]:
 
 
 SKIPPED = ("unreadable", "failed")  # statuses of files with no output
-LABEL_BACKENDS = ("regions", "parsing")  # those that write <name>_labels.png
 AT_LIMIT = "images at landmarks.num_faces"  # a total: images that gave as many faces as were looked for
 
 
@@ -449,6 +448,8 @@ def segment_one(
         labels = _at_size(result.labels, height, width)[None]
         write_png(labels, str(labels_file), compression_level=PNG_COMPRESSION)
         content["labels"] = {"file": labels_file.name, "classes": dict(enumerate(result.classes))}
+    else:  # an earlier regions or parsing run's map (overwrite=true) would outlive the JSON that named it
+        _with_suffix(out, LABELS_SUFFIX).unlink(missing_ok=True)
     if note := _note(faces, face_limit):
         content["note"] = note
     _with_suffix(out, ".json").write_text(json.dumps(content))
@@ -460,10 +461,11 @@ def segment_one(
     }
 
 
-def _check_targets(output: Path, names: dict[Path, Path], suffixes: tuple[str, ...], overwrite: bool) -> None:
-    """Never write over an input image; write over other existing files only when asked to."""
+def _check_targets(output: Path, names: dict[Path, Path], overwrite: bool) -> None:
+    """Never write over an input image; write over other existing files only when asked to. The label map
+    counts for every backend: one that makes none removes an earlier run's (segment_one)."""
     inputs = {file.resolve() for file in names}
-    targets = [_with_suffix(output / name, suffix) for name in names.values() for suffix in suffixes]
+    targets = [path for name in names.values() for path in _outputs(output / name)]
     existing = []
     for target in [*targets, output / SUMMARY_FILE]:
         if target.resolve() in inputs:
@@ -492,8 +494,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> Summary:
     files, earlier = find_inputs(str(cfg.input))
     output = output_folder(cfg.output)
     names = output_names(files)
-    suffixes = OUTPUT_SUFFIXES if cfg.backend in LABEL_BACKENDS else OUTPUT_SUFFIXES[:2]  # no label map
-    _check_targets(output, names, suffixes, cfg.overwrite)
+    _check_targets(output, names, cfg.overwrite)
     face_limit = None if cfg.backend == "parsing" else cfg.landmarks.num_faces
     with open_backend(cfg) as (backend, model):
         make_output_dir(output)  # after the model loads: a model that cannot be had leaves no empty folder
