@@ -78,6 +78,20 @@ def test_speedups_make_the_network_channels_last_and_compile_it_in_place() -> No
     assert list(model.state_dict()) == keys, "compiling must not rename the checkpoint's keys"
 
 
+def test_the_matmul_precision_is_set_before_the_trainer_takes_the_gpu() -> None:
+    """Lightning checks it when the trainer sets up a GPU, before callbacks' setup, and on the H200 told a
+    trainer=gpu run to set what SpeedUps was about to set."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        SpeedUps(matmul_precision="high")
+        assert torch.get_float32_matmul_precision() == "high"
+        SpeedUps(matmul_precision=None)  # None leaves it as it is
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def test_every_batch_starts_a_cuda_graph_step_when_compiled(monkeypatch) -> None:
     marks = []
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class SpeedUps(Callback):
-    """Put the network in channels_last, compile it, and allow TF32 matrix products, before fitting.
+    """Allow TF32 matrix products, and put the network in channels_last and compile it before fitting.
 
     Args:
         channels_last: NHWC weights, so cuDNN runs its tensor-core convolution kernels without transposes
@@ -29,7 +29,9 @@ class SpeedUps(Callback):
             (DenseNet121: ~2,000 kernels per step); each batch then starts a new graph step
             (``torch.compiler.cudagraph_mark_step_begin``). Costs a minute or two of compilation at the start
             of a run; on a CPU the CUDA graphs are skipped.
-        matmul_precision: ``torch.set_float32_matmul_precision`` ("high" lets float32 products use TF32).
+        matmul_precision: ``torch.set_float32_matmul_precision`` ("high" lets float32 products use TF32),
+            set when the callback is made: Lightning checks it when the trainer takes the GPU, before any
+            callback's ``setup``, and told users of ``trainer=gpu`` to set what this sets.
     """
 
     def __init__(
@@ -42,13 +44,13 @@ class SpeedUps(Callback):
         self.compile = compile
         self.matmul_precision = matmul_precision
         self._applied = False
+        if matmul_precision:
+            torch.set_float32_matmul_precision(matmul_precision)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._applied:
             return
         self._applied = True
-        if self.matmul_precision:
-            torch.set_float32_matmul_precision(self.matmul_precision)
         if self.channels_last:
             pl_module.to(memory_format=torch.channels_last)
         if self.compile:
