@@ -17,7 +17,7 @@ from torch import nn
 
 from cli import run_ffd
 from ffd import bench
-from ffd.callbacks.progress import ProgressBar
+from ffd.callbacks.progress import ModelSummary, ProgressBar
 from ffd.callbacks.speed import SpeedUps
 from ffd.data.datamodule import FacesDataModule, default_num_workers
 from ffd.data.synthetic import generate
@@ -206,6 +206,25 @@ class _Tiny(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_the_model_summary_counts_mixed_precision_weights_without_a_warning(recwarn) -> None:
+    """bf16-mixed keeps float32 weights, the size Lightning counts: its warning that the size "will not be
+    accurate" was printed at the start of every trainer=gpu run."""
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[ModelSummary()],
+    )
+    trainer.fit(BoringModel())
+    assert not [w for w in recwarn if "model summary" in str(w.message)], [str(w.message) for w in recwarn]
 
 
 def test_progress_bar_shows_the_training_loss_read_every_n_steps_not_every_step(tmp_path) -> None:

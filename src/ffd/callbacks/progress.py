@@ -3,6 +3,7 @@ only every few steps, and its RichModelSummary without a column of zero FLOPs.""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,15 @@ class ModelSummary(RichModelSummary):
     CPU cores. Lightning draws the table in one static method with no switch for the column, hence this
     copy of it. A module that sets an example input gets its FLOPs shown.
     """
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Without Lightning's warning that under bf16-mixed or 16-mixed the model size "will not be
+        accurate": mixed precision keeps the weights in float32, the size it then counts."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"Precision \S+-mixed is not supported by the model summary"
+            )
+            super().on_fit_start(trainer, pl_module)
 
     @staticmethod
     def summarize(
