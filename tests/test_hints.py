@@ -115,11 +115,21 @@ def test_a_launcher_without_its_plugin_gets_the_install_command(monkeypatch, ins
         assert 'pip install -e ".[slurm]"' in line
 
 
-@pytest.mark.parametrize("value", ["sp ace/My Photo (1).jpg", "photos/[ab]*.jpg", "it's {x}.png"])
-def test_a_value_hydra_cannot_parse_gets_the_quoted_argument(value: str) -> None:
-    """Hydra's "mismatched input '('" does not say that quotes inside the argument are the way out."""
+@pytest.mark.parametrize(
+    ("value", "held"),
+    [
+        ("sp ace/My Photo (1).jpg", "( )"),
+        ("photos/[ab]*.jpg", "[ ]"),
+        ("it's {x}.png", "{ } '"),
+        ("~/faces", "~"),
+    ],
+)
+def test_a_value_hydra_cannot_parse_gets_the_quoted_argument(value: str, held: str) -> None:
+    """Hydra's "mismatched input '('" does not say that quotes inside the argument are the way out; for a
+    leading ~ the hint used to blame brackets or commas."""
     (line,) = suggestions("segment", [f"input={value}", "backend=regions"])
-    shell = line.rpartition("for Hydra: ")[2]
+    assert line.startswith(f"ffd: Hydra takes {held} in a value only inside quotes: "), line
+    shell = line.rpartition("give the argument as ")[2]
     quoted = subprocess.run(["bash", "-c", f"printf %s {shell}"], capture_output=True, text=True).stdout
     parsed = OverridesParser.create().parse_overrides([quoted])[0]
     assert (parsed.key_or_group, parsed.value()) == ("input", value)

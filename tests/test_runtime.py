@@ -218,3 +218,37 @@ def test_an_option_of_a_callback_that_is_off_is_refused_not_ignored(tmp_path):
     ):
         runtime.make_trainer(cfg, loggers=[])
     assert runtime.make_trainer(_train_config(tmp_path, "experiment=quickstart"), loggers=[]).callbacks
+
+
+def test_a_leading_tilde_in_a_file_or_folder_setting_is_the_home_folder(monkeypatch, tmp_path):
+    """The shell leaves data.root=~/faces alone and Hydra takes it only quoted: ffd.eval then looked for a
+    folder named ~, and ffd.export wrote into ./~/."""
+    from ffd.runtime import expand_home
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = OmegaConf.create(
+        {
+            "ckpt_path": "~/a.ckpt",
+            "data": {"root": "~/faces", "batch_size": 8},
+            "model": {"net": {"weights": "~/w.pth"}},
+            "export": {"output_dir": "~/onnx", "note": "~ not a path"},
+            "output": "${paths.output_dir}",
+            "paths": {"output_dir": "/runs/x"},
+        }
+    )
+    expand_home(cfg)
+    assert (cfg.ckpt_path, cfg.data.root) == (f"{tmp_path}/a.ckpt", f"{tmp_path}/faces")
+    assert (cfg.model.net.weights, cfg.export.output_dir) == (f"{tmp_path}/w.pth", f"{tmp_path}/onnx")
+    assert cfg.export.note == "~ not a path" and cfg.output == "/runs/x"  # other keys, interpolations
+
+
+def test_every_command_reads_a_quoted_tilde_path_as_the_home_folder(tmp_path):
+    from cli import run_ffd
+
+    home = tmp_path / "home"
+    home.mkdir()
+    result = run_ffd(
+        "ffd.eval", "ckpt_path='~/missing.ckpt'", root=tmp_path, expect_ok=False, env={"HOME": str(home)}
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{home}/missing.ckpt" in result.stderr, result.stderr[-2000:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import sys
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +19,7 @@ from hydra import compose, initialize, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from ffd.runtime import needs_extra
+from ffd.runtime import dotted_items, needs_extra
 
 CONF = Path(__file__).resolve().parent / "conf"
 # conf/hydra/launcher/<name>.yaml -> the plugin's module, its package and the extra that installs it
@@ -30,14 +30,6 @@ SAME_SETTING = (("model", "ckpt_path"), ("input", "data.root"), ("threshold", "c
 # What a shell's double quotes would read: escaped.
 DOUBLE_QUOTED = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"})
 T = TypeVar("T")
-
-
-def dotted_items(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Every key of a nested mapping as a dotted path with its value, inner nodes and leaves."""
-    for key, value in tree.items():
-        yield f"{prefix}{key}", value
-        if isinstance(value, Mapping):
-            yield from dotted_items(value, f"{prefix}{key}.")
 
 
 def parents(key: str) -> list[str]:
@@ -89,9 +81,13 @@ def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | N
     return lines
 
 
+HYDRA_SYNTAX = "~[](){},'\""  # characters of Hydra's override grammar that a path may hold
+
+
 def quoting_hints(arguments: Sequence[str]) -> list[str]:
     """The argument quoted for Hydra, for each path that fails to parse as it is but parses quoted: one with
-    brackets, parentheses, braces or commas (``input=photos/[ab]*.jpg``, ``My Photo (1).jpg``)."""
+    brackets, parentheses, braces, commas (``input=photos/[ab]*.jpg``, ``My Photo (1).jpg``) or a leading
+    ``~``, which the shell leaves alone after ``key=`` and ffd expands (``runtime.expand_home``)."""
     parser = OverridesParser.create()
     lines = []
     for argument in arguments:
@@ -110,9 +106,9 @@ def quoting_hints(arguments: Sequence[str]) -> list[str]:
             except Exception:
                 continue
             shell = f'"{quoted.translate(DOUBLE_QUOTED)}"'  # for the shell
+            held = " ".join(sorted({char for char in value if char in HYDRA_SYNTAX}, key=HYDRA_SYNTAX.index))
             lines.append(
-                f"ffd: a value holding brackets, parentheses, braces or commas needs quotes inside the "
-                f"argument, for Hydra: {shell}"
+                f"ffd: Hydra takes {held} in a value only inside quotes: give the argument as {shell}"
             )
     return lines
 

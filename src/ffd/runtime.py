@@ -4,10 +4,11 @@ user errors as one clear paragraph instead of a stack trace."""
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -278,7 +279,24 @@ def needs_extra(module: str, extra: str) -> str:
 # Words that mean a switch's value to a person but are plain strings to Hydra (which knows true and false),
 # and the keys that name files or folders, where such a word may be a name.
 SWITCH_WORDS = {"yes", "no", "on", "off", "y", "n"}
-NAME_KEYS = re.compile(r"(^|\.)(input|output|model|root|ckpt_path|path|\w+_dir)$")
+NAME_KEYS = re.compile(r"(^|\.)(input|output|model|root|ckpt_path|path|weights|\w+_dir)$")
+
+
+def dotted_items(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every key of a nested mapping as a dotted path with its value, inner nodes and leaves."""
+    for key, value in tree.items():
+        yield f"{prefix}{key}", value
+        if isinstance(value, Mapping):
+            yield from dotted_items(value, f"{prefix}{key}.")
+
+
+def expand_home(cfg: DictConfig) -> None:
+    """``~`` at the start of a file or folder setting, as the shell would: bash expands it after ``=`` only
+    where the key could be a shell variable (``input=~/x``, not ``data.root=~/x``), and Hydra takes it only
+    quoted. Done once, here, so that every command reads ``~`` alike."""
+    for key, value in dotted_items(OmegaConf.to_container(cfg, resolve=False)):
+        if isinstance(value, str) and value.startswith("~") and NAME_KEYS.search(key):
+            OmegaConf.update(cfg, key, os.path.expanduser(value), merge=False)
 
 
 def switch_word_problems(overrides: Sequence[str]) -> list[str]:
@@ -307,6 +325,8 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             _check_switch_words()
+            if args and isinstance(args[0], DictConfig):
+                expand_home(args[0])
             return task(*args, **kwargs)
         except Exception as error:
             message = _user_error_message(error)
