@@ -354,6 +354,18 @@ def test_a_config_object_that_cannot_be_built_is_one_clear_error(tmp_path, overr
         assert "use trainer=cpu" in result.stderr
 
 
+def test_fine_tuning_a_random_backbone_is_refused_before_any_work(tmp_path):
+    """model.net.pretrained=false, which the offline error offers, trained a random DenseNet121 frozen but
+    for its top quarter, BatchNorm never leaving its initial statistics, with no word."""
+    result = run_ffd(
+        "ffd.train", "data=synthetic", "model.net.pretrained=false", root=tmp_path, expect_ok=False
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "ffd: error: model.net.pretrained=false starts the backbone from random weights" in result.stderr
+    assert "callbacks.finetune=null" in result.stderr
+    assert not (tmp_path / "data").exists()  # refused before the synthetic set was written
+
+
 def test_a_sweep_ranks_runs_by_the_best_validation_auroc_never_the_test_split(tmp_path):
     """The value returned to a Hydra sweeper was the test AUROC (tuning on the test split) or, without
     testing, the last epoch's validation AUROC rather than the tested (best) epoch's."""

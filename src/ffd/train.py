@@ -37,10 +37,29 @@ def continue_checkpoints(cfg: DictConfig) -> None:
     log.info("Resuming from %s: checkpoints continue in %s.", cfg.ckpt_path, folder)
 
 
+def refuse_frozen_random_backbone(cfg: DictConfig) -> None:
+    """Fine-tuning freezes a pretrained backbone for its first epochs, then trains only its top quarter,
+    BatchNorm frozen throughout: on a backbone of random weights the head learns from random features."""
+    net = cfg.model.get("net") or {}
+    if (
+        (cfg.get("callbacks") or {}).get("finetune")
+        and net.get("pretrained") is False
+        and not net.get("weights")
+    ):
+        raise UserError(
+            "model.net.pretrained=false starts the backbone from random weights, but callbacks.finetune "
+            "would freeze it (BatchNorm included) for the first epochs and then train only its top layers, "
+            "so the head would learn from random features. Add callbacks.finetune=null to train the whole "
+            "network from the start (as experiment=quickstart does), or give ImageNet weights with "
+            "model.net.weights=PATH."
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test the best checkpoint; return the final metrics (validation and test) as floats."""
     if problem := flag_problem(cfg.get("test", False), "test"):
         raise UserError(f"{problem}.")
+    refuse_frozen_random_backbone(cfg)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
         continue_checkpoints(cfg)

@@ -118,7 +118,8 @@ def _create_backbone(name: str, pretrained: bool, weights: str | None, cache_dir
         raise WeightsError(
             f"Could not fetch timm's ImageNet weights for the backbone {name!r} ({why}). Offline? Either "
             f"pass a local copy with model.net.weights=PATH (a timm or torchvision {name} file, .pth or "
-            ".safetensors) or train from random initialisation with model.net.pretrained=false."
+            ".safetensors) or train the whole network from random initialisation with "
+            "model.net.pretrained=false callbacks.finetune=null."
         ) from error
 
 
