@@ -331,11 +331,22 @@ def test_a_flat_folder_of_images_points_to_predict(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     write_images(tmp_path / "thumbnails" / "small", 1)  # a folder, but no class folder
     message = layout_error(tmp_path)
-    assert f"{tmp_path} holds 3 image files directly" in message
+    assert (
+        f"{tmp_path} holds 4 image files (3 directly, 1 in thumbnails/small) and no class folders" in message
+    )
     command = re.search(r"`python -m ffd.predict ([^`]*)`", message).group(1)
     arguments = dict(argument.split("=", 1) for argument in shlex.split(command))
     assert arguments["input"] == str(tmp_path)
     assert set(arguments) <= set(OmegaConf.load(CONF / "predict.yaml"))
+
+
+def test_unlabelled_images_a_folder_down_point_to_predict_too(tmp_path: Path) -> None:
+    """The hint named ffd.predict only for images directly in data.root; one folder down got the bare
+    'no split folders found'."""
+    write_images(tmp_path / "imgs", 2)
+    message = layout_error(tmp_path)
+    assert f"{tmp_path} holds 2 image files (2 in imgs) and no class folders" in message
+    assert f"python -m ffd.predict input={tmp_path} model=CHECKPOINT" in message
 
 
 @pytest.mark.parametrize("in_split", [False, True], ids=["test-set-folder", "split-folder"])

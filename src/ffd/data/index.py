@@ -187,20 +187,40 @@ def _warn_about_unread_class_folders(split_paths: Mapping[str, Path], class_dirs
         )
 
 
+def _image_counts(root: Path) -> list[tuple[Path, int]]:
+    """(folder, image files in it) for root and its sub-folders down to MAX_DEPTH levels, shallowest first."""
+    counts, level = [], [root]
+    for _ in range(MAX_DEPTH + 1):
+        for folder in level:
+            try:
+                with os.scandir(folder) as entries:
+                    images = sum(
+                        e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in entries
+                    )
+            except OSError:  # unreadable: _subdirs skips it too
+                continue
+            if images:
+                counts.append((folder, images))
+        level = [sub for folder in level for sub in _subdirs(folder)]
+    return counts
+
+
 def _layout_hint(root: Path, split_dirs: Mapping, class_dirs: Mapping) -> str:
     """Why no split folders were found, with the fix: the shallowest class folders and the overrides that
     read them, else the image files lying directly in `root` and the command for unlabelled images."""
     classes = _shallowest_class_folders(root, class_dirs)
     if not classes:
-        with os.scandir(root) as entries:
-            images = sum(e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in entries)
+        images = _image_counts(root)
         if not images:
             return ""
+        where = [
+            f"{n} directly" if f == root else f"{n} in {f.relative_to(root).as_posix()}" for f, n in images
+        ]
         predict = f"python -m ffd.predict {shlex.quote(f'input={root}')} model=CHECKPOINT"
         return (
-            f"{root} holds {images} image files directly and no class folders: ffd.eval needs its images "
-            f"in real/ and fake/ folders; for verdicts on unlabelled images run `{predict}` (a .ckpt from "
-            "ffd.train or an .onnx from ffd.export). "
+            f"{root} holds {sum(n for _, n in images)} image files ({_some(where)}) and no class folders: "
+            "ffd.eval needs its images in real/ and fake/ folders; for verdicts on unlabelled images run "
+            f"`{predict}` (a .ckpt from ffd.train or an .onnx from ffd.export). "
         )
     # Split folders are found from root, wherever they are; class folders elsewhere are read from their own.
     roots = sorted({root if _match(f.parent.name, split_dirs) else f.parent for f in classes})
