@@ -81,7 +81,7 @@ def suggestions(config_name: str, arguments: Sequence[str], config_dir: Path | N
     return lines
 
 
-HYDRA_SYNTAX = "~[](){},'\""  # characters of Hydra's override grammar that a path may hold
+HYDRA_SYNTAX = "~[](){},'\""  # characters of Hydra's override grammar that a path may hold (~ leading)
 
 
 def quoting_hints(arguments: Sequence[str]) -> list[str]:
@@ -106,10 +106,9 @@ def quoting_hints(arguments: Sequence[str]) -> list[str]:
             except Exception:
                 continue
             shell = f'"{quoted.translate(DOUBLE_QUOTED)}"'  # for the shell
-            held = " ".join(sorted({char for char in value if char in HYDRA_SYNTAX}, key=HYDRA_SYNTAX.index))
-            lines.append(
-                f"ffd: Hydra takes {held} in a value only inside quotes: give the argument as {shell}"
-            )
+            held = [c for c in HYDRA_SYNTAX if (value.startswith(c) if c == "~" else c in value)]
+            what = f"{' '.join(held)} in a value" if held else "this value"
+            lines.append(f"ffd: Hydra takes {what} only inside quotes: give the argument as {shell}")
     return lines
 
 
