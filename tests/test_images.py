@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 import warnings
@@ -14,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ffd.images import UnreadableImageError, find_images, looks_like_image, read_rgb
+from ffd.images import NOT_REGULAR, UnreadableImageError, find_images, looks_like_image, read_rgb
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
@@ -87,6 +88,46 @@ def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, name, content
     message = str(error.value)
     assert message.startswith(f"{path}: {reason}; ") and message.count(str(path)) == 1
     assert ".cpp" not in message and "decode_" not in message
+
+
+def test_a_small_jpeg_whose_header_claims_billions_of_pixels_is_refused_before_decoding(tmp_path):
+    """torchvision decodes whatever size a header claims: a 1 KB JPEG saying 65000 x 65000 took 13 GB and
+    a minute, then was scored as an image."""
+    path = tmp_path / "bomb.jpg"
+    Image.fromarray(RGB).save(path)
+    raw = bytearray(path.read_bytes())
+    at = next(i for i in range(2, len(raw) - 1) if raw[i] == 0xFF and raw[i + 1] == 0xC0)  # the frame header
+    raw[at + 5 : at + 9] = (65000).to_bytes(2, "big") * 2
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UnreadableImageError, match="too many pixels to decode safely"):
+        read_rgb(path)
+
+
+def test_a_named_pipe_is_skipped_not_waited_on(tmp_path):
+    """Opening a FIFO named stuck.jpg blocked the dataset index (and a read) forever, with no message."""
+    from ffd.data.index import index_dataset
+
+    folder = tmp_path / "test" / "fake"
+    folder.mkdir(parents=True)
+    Image.fromarray(RGB).save(folder / "ok.jpg")
+    os.mkfifo(folder / "stuck.jpg")
+    assert index_dataset(tmp_path).skipped_by_split["test"] == [(str(folder / "stuck.jpg"), NOT_REGULAR)]
+    with pytest.raises(UnreadableImageError, match="not a regular file"):
+        read_rgb(folder / "stuck.jpg")
+
+
+def test_a_file_that_cannot_be_read_is_not_called_not_an_image(tmp_path, monkeypatch):
+    """A chmod 000 file was listed as "not an image (unknown file signature)" by the index, while reading
+    it named the permission. (Simulated: root, which CI runs as, reads any file.)"""
+    from ffd.data import index
+
+    folder = tmp_path / "test" / "real"
+    folder.mkdir(parents=True)
+    Image.fromarray(RGB).save(folder / "locked.jpg")
+    monkeypatch.setattr(index, "looks_like_image", lambda path: False)  # what open() refusing gives
+    monkeypatch.setattr(index.os, "access", lambda path, mode: False)
+    reasons = [reason for _, reason in index.index_dataset(tmp_path).skipped_by_split["test"]]
+    assert reasons == ["cannot be read (Permission denied)"]
 
 
 def test_the_reasons_of_files_skipped_at_index_time_and_at_decode_time_agree(tmp_path):

@@ -33,6 +33,7 @@ LIST_SUFFIX = ".txt"  # input=paths.txt: one image path per line
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 FORMATS = "JPEG, PNG, BMP, TIFF, GIF and WebP"
 EMPTY_FILE = "empty file (0 bytes)"  # a skip reason, as ffd.data.index words it
+NOT_REGULAR = "not a regular file (a named pipe, socket or device)"
 
 # File signatures of the formats we decode (WebP: RIFF....WEBP, see _image_format), and their names.
 _SIGNATURES = {
@@ -99,6 +100,41 @@ def not_an_image(suffix: str | None = None) -> str:
     return "not an image (unknown file signature)"
 
 
+def _too_many_pixels(source: str | Path) -> UnreadableImageError:
+    return UnreadableImageError(
+        source,
+        f"too many pixels to decode safely (over {2 * Image.MAX_IMAGE_PIXELS:,})",
+        "downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file and have the memory",
+    )
+
+
+# JPEG frame headers (SOFn), which hold the image's height and width.
+_JPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_pixels(raw: memoryview) -> int | None:
+    """Width x height as a JPEG's frame header claims it, or None if not found. Read here, in a few
+    microseconds: Pillow's header parse costs a fifth of a 256 px JPEG's decode."""
+    at = 2  # after the start-of-image marker
+    while at + 9 <= len(raw) and raw[at] == 0xFF:
+        marker = raw[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+        elif marker in _JPEG_FRAMES:  # FF Cn, length (2), precision (1), height (2), width (2)
+            return int.from_bytes(raw[at + 5 : at + 7], "big") * int.from_bytes(raw[at + 7 : at + 9], "big")
+        else:
+            at += 2 + int.from_bytes(raw[at + 2 : at + 4], "big")
+    return None
+
+
+def _check_size(raw: memoryview, source: str | Path, kind: str) -> None:
+    """Pillow's pixel limit for JPEGs, which torchvision decodes at whatever size the header claims: a 1 KB
+    JPEG whose header said 65000 x 65000 took 13 GB and a minute, then was scored as an image."""
+    pixels = _jpeg_pixels(raw) if kind == "JPEG" else None
+    if pixels is not None and pixels > 2 * Image.MAX_IMAGE_PIXELS:
+        raise _too_many_pixels(source)
+
+
 def _decode_with_pillow(raw: memoryview, source: str | Path, kind: str) -> torch.Tensor:
     """PNG, BMP, TIFF and WebP (the first page or frame) with Pillow; 16-bit images keep their 8 most
     significant bits, alpha is dropped, as torchvision does for the other formats."""
@@ -111,11 +147,7 @@ def _decode_with_pillow(raw: memoryview, source: str | Path, kind: str) -> torch
             else:  # Pillow reads 16-bit RGB(A) PNGs as 8-bit already, from their high bytes
                 array = np.asarray(picture.convert("RGB"))
     except Image.DecompressionBombError as error:  # not damaged: too many pixels to decode safely
-        raise UnreadableImageError(
-            source,
-            f"too many pixels to decode safely (over {2 * Image.MAX_IMAGE_PIXELS:,})",
-            "downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file and have the memory",
-        ) from error
+        raise _too_many_pixels(source) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise UnreadableImageError(source, f"cannot be decoded: truncated or corrupt {kind}") from error
     # A copy always: Pillow's array is read-only, and a 1-pixel-wide one is already contiguous (no copy).
@@ -133,6 +165,7 @@ def _decode(data: torch.Tensor, source: str | Path, suffix: str | None) -> torch
     if kind in _FOR_PILLOW:
         image = _decode_with_pillow(raw, source, kind)
     else:
+        _check_size(raw, source, kind)
         try:
             image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
         except (RuntimeError, ValueError) as error:  # its message names C++ functions: the format says it
@@ -153,6 +186,8 @@ def decode_rgb(data: torch.Tensor, source: str | Path = "<bytes>") -> torch.Tens
 
 def read_rgb(path: str | Path) -> torch.Tensor:
     """Read an image file as RGB uint8 (3, H, W); raises UnreadableImageError naming the file."""
+    if os.path.exists(path) and not os.path.isfile(path):  # reading a named pipe would wait forever
+        raise UnreadableImageError(path, NOT_REGULAR, "remove it from the folder")
     try:
         raw = Path(path).read_bytes()
     except OSError as error:

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shlex
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from ffd import LABELS
-from ffd.images import EMPTY_FILE, IMAGE_SUFFIXES, looks_like_image, not_an_image, walk_files
+from ffd.images import EMPTY_FILE, IMAGE_SUFFIXES, NOT_REGULAR, looks_like_image, not_an_image, walk_files
 
 SPLITS = ("train", "val", "test")
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
@@ -336,13 +337,17 @@ def _why_not_image(path: str) -> str | None:
     suffix = Path(path).suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         return not_an_image(suffix)
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if not stat.S_ISREG(status.st_mode):  # opening a named pipe would wait forever
+        return NOT_REGULAR
+    if status.st_size == 0:
+        return EMPTY_FILE
     if looks_like_image(path):
         return None
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        return "missing or unreadable"
-    return EMPTY_FILE if size == 0 else not_an_image()
+    return not_an_image() if os.access(path, os.R_OK) else "cannot be read (Permission denied)"
 
 
 def check_root(root: str | Path | None) -> None:
