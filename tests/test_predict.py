@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -373,8 +374,13 @@ def test_an_earlier_runs_files_are_replaced_only_when_asked(tiny_checkpoints, ph
     assert len((out / "predictions.csv").read_text().splitlines()) == 1 + len(READABLE)
 
 
-def test_a_run_stopped_early_keeps_what_it_predicted(tiny_checkpoints, photos, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_run_stopped_early_keeps_what_it_predicted(
+    tiny_checkpoints, photos, tmp_path, monkeypatch, caplog, stop: str
+) -> None:
+    """A scheduler's SIGTERM used to end the run at once: no CSV, no JSON, an empty predict.log."""
     import ffd.inference as inference
+    from ffd.runtime import Terminated, sigterm_stops_like_ctrl_c
 
     real_open = inference.open_detector
 
@@ -385,6 +391,8 @@ def test_a_run_stopped_early_keeps_what_it_predicted(tiny_checkpoints, photos, t
         def run(images):
             calls.append(1)
             if len(calls) == 2:
+                if stop == "sigterm":
+                    os.kill(os.getpid(), signal.SIGTERM)
                 raise KeyboardInterrupt
             return detector.run(images)
 
@@ -392,8 +400,10 @@ def test_a_run_stopped_early_keeps_what_it_predicted(tiny_checkpoints, photos, t
 
     monkeypatch.setattr(inference, "open_detector", stops_at_the_second_batch)
     out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt), caplog.at_level("INFO", logger="ffd.record"):
+    expected = Terminated if stop == "sigterm" else KeyboardInterrupt
+    with pytest.raises(expected), caplog.at_level("INFO", logger="ffd.record"), sigterm_stops_like_ctrl_c():
         predict(photos, tiny_checkpoints["vit"], out, batch_size=2, num_workers=0, console=quiet())
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
     summary = json.loads((out / "predictions.json").read_text())
     assert summary["complete"] is False and summary["counts"]["images"] == 2
     assert len((out / "predictions.csv").read_text().splitlines()) == 3

@@ -252,3 +252,26 @@ def test_every_command_reads_a_quoted_tilde_path_as_the_home_folder(tmp_path):
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{home}/missing.ckpt" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "how"),
+    [("ctrl-c", 130, "Ctrl-C"), ("sigterm", 143, "SIGTERM"), ("lightning-sigterm", 143, "SIGTERM")],
+)
+def test_a_run_stopped_early_ends_in_one_line_and_the_shell_s_exit_code(capsys, stop, code, how):
+    """Ctrl-C printed a 50 to 100-line traceback in predict, segment and export, and Lightning's answer to
+    SIGTERM (a SystemExit without a code) made train and eval exit 0, a success to a job scheduler."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from ffd.runtime import Terminated, exit_on_user_error
+
+    raised = {"ctrl-c": KeyboardInterrupt, "sigterm": Terminated, "lightning-sigterm": SIGTERMException}[stop]
+
+    @exit_on_user_error
+    def task() -> None:
+        raise raised
+
+    with pytest.raises(SystemExit) as exit_:
+        task()
+    assert exit_.value.code == code
+    assert capsys.readouterr().err == f"\nffd: stopped early ({how}); the files already written are kept.\n"

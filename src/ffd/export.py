@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ffd.hints import suggest_keys
-from ffd.runtime import exit_on_user_error
+from ffd.runtime import exit_on_user_error, sigterm_stops_like_ctrl_c
 
 
 @suggest_keys("export")
@@ -22,7 +22,8 @@ def main(cfg: DictConfig) -> None:
     # Imported here, where a missing `export` extra is caught and named.
     from ffd.deploy.pipeline import run
 
-    run(cfg)
+    with sigterm_stops_like_ctrl_c():
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ffd.hints import suggest_keys
 from ffd.inference import predict
-from ffd.runtime import exit_on_user_error
+from ffd.runtime import exit_on_user_error, sigterm_stops_like_ctrl_c
 
 
 def _register_configs() -> None:
@@ -40,17 +40,18 @@ _register_configs()
 @hydra.main(version_base="1.3", config_path=None, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    predict(
-        cfg.input,
-        cfg.model,
-        cfg.output,
-        threshold=cfg.threshold,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        device=cfg.device,
-        max_rows=cfg.max_rows,
-        overwrite=cfg.overwrite,
-    )
+    with sigterm_stops_like_ctrl_c():
+        predict(
+            cfg.input,
+            cfg.model,
+            cfg.output,
+            threshold=cfg.threshold,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            device=cfg.device,
+            max_rows=cfg.max_rows,
+            overwrite=cfg.overwrite,
+        )
 
 
 if __name__ == "__main__":

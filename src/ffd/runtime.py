@@ -3,9 +3,11 @@ user errors as one clear paragraph instead of a stack trace."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -317,9 +319,37 @@ def _check_switch_words() -> None:
         raise UserError(f"{'; '.join(problems)}.")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill), raised where Ctrl-C's KeyboardInterrupt would be."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """Within: SIGTERM ends the run the way Ctrl-C does, through the ``finally`` blocks that write what was
+    done (ffd.predict's CSV, ffd.segment's summary.json); Python's default ends it at once and loses that.
+    Not for Lightning runs: Lightning handles SIGTERM itself (``SIGTERMException``) at a step boundary."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_early(how: str, code: int) -> SystemExit:
+    """One line for a run stopped by Ctrl-C or SIGTERM (no traceback): the exit code a shell gives it."""
+    message = f"stopped early ({how}); the files already written are kept"
+    print(f"\nffd: {message}.", file=sys.stderr)
+    record.error("ffd: %s.", message)
+    return SystemExit(code)
+
+
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
-    """Turn a user error into its message on stderr (and in the run's log file) and exit code 1; bugs
-    still raise with a trace."""
+    """Turn a user error into its message on stderr (and in the run's log file) and exit code 1, and a run
+    stopped by Ctrl-C or SIGTERM into one line and exit code 130 or 143; bugs still raise with a trace."""
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -328,6 +358,14 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
             if args and isinstance(args[0], DictConfig):
                 expand_home(args[0])
             return task(*args, **kwargs)
+        except KeyboardInterrupt as stop:
+            terminated = isinstance(stop, Terminated)
+            raise _stopped_early("SIGTERM" if terminated else "Ctrl-C", 143 if terminated else 130) from None
+        except SystemExit as exit_:
+            # Lightning's answer to SIGTERM: a SystemExit without a code, which would exit 0 as a success.
+            if type(exit_).__name__ == "SIGTERMException":
+                raise _stopped_early("SIGTERM", 143) from None
+            raise
         except Exception as error:
             message = _user_error_message(error)
             if message is None:

@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ffd.hints import suggest_keys
-from ffd.runtime import exit_on_user_error
+from ffd.runtime import exit_on_user_error, sigterm_stops_like_ctrl_c
 
 
 @suggest_keys("segment")
@@ -21,7 +21,8 @@ def main(cfg: DictConfig) -> None:
     # Imported here, where a missing `segment` extra is caught and named.
     from ffd.segmentation.pipeline import run
 
-    summary = run(cfg)
+    with sigterm_stops_like_ctrl_c():
+        summary = run(cfg)
     if summary.processed == 0:
         raise SystemExit(1)
 

@@ -37,6 +37,14 @@ def continue_checkpoints(cfg: DictConfig) -> None:
     log.info("Resuming from %s: checkpoints continue in %s.", cfg.ckpt_path, folder)
 
 
+def latest_checkpoint(trainer: L.Trainer) -> str | None:
+    """The newest end-of-epoch checkpoint (callbacks.latest_checkpoint's last.ckpt), if one was written."""
+    paths = [
+        Path(c.dirpath or "", f"{c.filename}.ckpt") for c in trainer.checkpoint_callbacks if not c.monitor
+    ]
+    return next((str(path) for path in paths if path.is_file()), None)
+
+
 def refuse_frozen_random_backbone(cfg: DictConfig) -> None:
     """Fine-tuning freezes a pretrained backbone for its first epochs, then trains only its top quarter,
     BatchNorm frozen throughout: on a backbone of random weights the head learns from random features."""
@@ -78,7 +86,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg, loggers, {"model/parameters": sum(p.numel() for p in model.parameters())}
     )
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except BaseException:
+        if trainer.interrupted and (last := latest_checkpoint(trainer)):
+            log.error("Fitting stopped early. Resume it with ckpt_path=%s", last)
+        raise
     metrics: dict[str, Any] = dict(trainer.callback_metrics)
     selector = next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/auroc"), None)
     if selector is not None and selector.best_model_score is not None:
