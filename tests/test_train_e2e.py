@@ -188,6 +188,20 @@ def test_resuming_from_a_wrong_checkpoint_path_is_one_clear_error(tiny_checkpoin
     assert message in result.stderr
 
 
+def test_a_fit_that_is_not_tested_still_lists_the_files_it_skipped(tmp_path):
+    """With test=false (or a stopped fit) no report was written, and the files skipped in training were
+    named nowhere: train.log only counted them."""
+    data = generate(tmp_path / "data" / "synthetic" / "s32_24-12-12_seed0", 32, 24, 12, 12, progress=False)
+    truncated = index_dataset(data).samples["train"][0][0]
+    Path(truncated).write_bytes(Path(truncated).read_bytes()[:40])  # found by the index, fails to decode
+    empty = Path(truncated).with_name("empty.jpg")
+    empty.write_bytes(b"")  # skipped by the index
+    run_ffd("ffd.train", *TINY, "model=vit", "test=false", root=tmp_path)
+    (run,) = run_dirs(tmp_path, "train")
+    listed = (run / "report" / "bad_files.txt").read_text()
+    assert listed.startswith("# 2 unreadable file(s)") and truncated in listed and str(empty) in listed
+
+
 def _break_a_process_share(root: Path) -> int:
     """Truncate (JPEG header kept) process 0's one training batch and its whole validation share, as
     Lightning's DistributedSampler deals the tiny set to 2 processes; returns the files broken."""

@@ -77,6 +77,23 @@ class ReportWriter(L.Callback):
     ) -> None:
         self._collect_bad(batch)
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A fit that is not tested (test=false) lists the files it skipped too; a test rewrites the list."""
+        self._write_fit_bad_files(trainer, set(_gather(sorted(self.bad_files), trainer)))
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """So does a fit stopped early (Ctrl-C, SIGTERM, an error): this process's list, without a gather
+        that the other processes may never join."""
+        self._write_fit_bad_files(trainer, self.bad_files)
+
+    def _write_fit_bad_files(self, trainer: L.Trainer, found: set[tuple[str, str]]) -> None:
+        bad = found | set(getattr(getattr(trainer, "datamodule", None), "bad_files", None) or ())
+        if bad and trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_bad_files(self.output_dir / "bad_files.txt", sorted(bad))
+
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The logged test accuracy, precision, recall and F1 call a verdict at the report's threshold."""
         for metric in getattr(pl_module, "test_metrics", {}).values():
