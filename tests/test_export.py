@@ -312,3 +312,35 @@ def test_an_integer_threshold_is_taken_as_a_probability():
 )
 def test_the_log_says_a_file_s_limit_in_words(limit, words) -> None:
     assert limit_outcome(limit) == words
+
+
+def test_an_export_stopped_before_its_checks_says_its_files_are_unchecked(
+    tiny_checkpoints, tmp_path, monkeypatch, caplog
+) -> None:
+    """A Ctrl-C during calibration or parity left .onnx files and no export_report.json, looking like a
+    finished export, and export.log ended at 'Quantizing to int8'."""
+    from hydra import compose, initialize_config_dir
+
+    from ffd.deploy import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("FFD_ROOT", str(tmp_path))
+    monkeypatch.setattr(pipeline, "measure", interrupted)
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    overrides = [
+        f"ckpt_path={tiny_checkpoints['vit']}",
+        *EXPORT_TINY,
+        "export.precisions=[fp32]",
+        f"export.output_dir={tmp_path / 'out'}",
+    ]
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose(config_name="export", overrides=overrides)
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("ERROR", logger="ffd.export"):
+        pipeline.run(cfg)
+    assert (tmp_path / "out" / "vit_32px_fp32.onnx").is_file()
+    assert (
+        f"stopped before its parity checks: vit_32px_fp32.onnx in {tmp_path / 'out'} are unchecked"
+        in caplog.text
+    )

@@ -358,8 +358,20 @@ def run(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
             ) from None
     datamodule.setup("test")
 
-    files, calibrated = write_files(cfg, model, datamodule, precisions, out)
-    rows, images, providers = measure(cfg, model, datamodule, files, console)
+    try:
+        files, calibrated = write_files(cfg, model, datamodule, precisions, out)
+        rows, images, providers = measure(cfg, model, datamodule, files, console)
+    except BaseException:  # Ctrl-C, SIGTERM, an error: the files written so far look like a finished export
+        written = sorted(path.name for path in out.glob("*.onnx"))
+        if written:
+            log.error(
+                "ffd.export stopped before its parity checks: %s in %s are unchecked (no %s); rerun with "
+                "export.overwrite=true, or delete them",
+                ", ".join(written),
+                out,
+                REPORT_NAME,
+            )
+        raise
     failures = check_limits(rows, cfg.export.limits)
     report = {
         "checkpoint": str(cfg.ckpt_path),
