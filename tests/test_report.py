@@ -367,3 +367,24 @@ def test_predict_writes_the_reports_prediction_columns_less_the_label(tmp_path, 
     with (tmp_path / "predictions.csv").open(newline="") as handle:
         header = next(csv.reader(handle))
     assert [column for column in header if column != "label"] == list(PREDICTION_COLUMNS)
+
+
+@pytest.mark.parametrize(("stage", "written"), [("fit", True), ("test", False)])
+def test_a_fit_stopped_early_lists_the_files_it_skipped(tmp_path, stage, written) -> None:
+    """A stopped fit named its skipped files nowhere; a failed test has written the list of every process
+    already, which this process's own must not replace."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from ffd.callbacks.report import ReportWriter
+
+    writer = ReportWriter(tmp_path / "report")
+    writer.bad_files = {("/data/train/real/x.jpg", "cannot be decoded: truncated or corrupt JPEG")}
+    fn = TrainerFn.FITTING if stage == "fit" else TrainerFn.TESTING
+    trainer = SimpleNamespace(state=SimpleNamespace(fn=fn), datamodule=None, is_global_zero=True)
+    writer.on_exception(trainer, None, KeyboardInterrupt())
+    listed = tmp_path / "report" / "bad_files.txt"
+    assert listed.is_file() == written
+    if written:
+        assert "/data/train/real/x.jpg\tcannot be decoded" in listed.read_text()

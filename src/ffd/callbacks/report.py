@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from rich.console import Console
 from rich.table import Table
 
@@ -85,8 +86,9 @@ class ReportWriter(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         """So does a fit stopped early (Ctrl-C, SIGTERM, an error): this process's list, without a gather
-        that the other processes may never join."""
-        self._write_fit_bad_files(trainer, self.bad_files)
+        that the other processes may never join. A test that fails has written the gathered list."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._write_fit_bad_files(trainer, self.bad_files)
 
     def _write_fit_bad_files(self, trainer: L.Trainer, found: set[tuple[str, str]]) -> None:
         bad = found | set(getattr(getattr(trainer, "datamodule", None), "bad_files", None) or ())
