@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,7 +187,11 @@ def decode_rgb(data: torch.Tensor, source: str | Path = "<bytes>") -> torch.Tens
 
 def read_rgb(path: str | Path) -> torch.Tensor:
     """Read an image file as RGB uint8 (3, H, W); raises UnreadableImageError naming the file."""
-    if os.path.exists(path) and not os.path.isfile(path):  # reading a named pipe would wait forever
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # read_bytes says why
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a named pipe would block
         raise UnreadableImageError(path, NOT_REGULAR, "remove it from the folder")
     try:
         raw = Path(path).read_bytes()
