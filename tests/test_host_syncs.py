@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cli import TINY, run_dirs, run_ffd
-from ffd.host_syncs import record_host_syncs
+from ffd.dev.host_syncs import record_host_syncs
 from ffd.models.classifier import DeepfakeClassifier
 
 
@@ -69,7 +69,7 @@ def audited_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         "++trainer.enable_checkpointing=false",  # no checkpoint to write: the audit needs none
         "callbacks.model_checkpoint=null",
         "callbacks.latest_checkpoint=null",
-        "+callbacks.host_syncs._target_=ffd.host_syncs.HostSyncAudit",
+        "+callbacks.host_syncs._target_=ffd.dev.host_syncs.HostSyncAudit",
         "+callbacks.host_syncs.start_step=2",
         "+callbacks.host_syncs.steps=3",
         "+callbacks.host_syncs.result_path=${paths.output_dir}/host_syncs.json",

@@ -16,14 +16,15 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from cli import run_ffd
-from ffd import bench
+from ffd import bench, bench_measure, bench_table
 from ffd.callbacks.progress import ModelSummary, ProgressBar
 from ffd.callbacks.speed import SpeedUps
 from ffd.data.datamodule import FacesDataModule, default_num_workers
 from ffd.data.synthetic import generate
 from ffd.data.transforms import ResizeIfNeeded
+from ffd.errors import UserError
 from ffd.models.classifier import DeepfakeClassifier, make_adamw
-from ffd.runtime import UserError, gpu_precision
+from ffd.resolvers import gpu_precision
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -284,13 +285,17 @@ def test_bench_prints_every_measurement_with_the_loop_to_step_ratio(tmp_path) ->
     console = result.stdout + result.stderr
     assert "Bench settings: models=[vit] trainer_config=cpu image_size=16 batch_size=4 steps=2" in console
     assert "PosixPath" not in console and "{'" not in console, console
-    assert f"vit, (a) bare step: {bench.rate(rows[0])}" in console
+    assert f"vit, (a) bare step: {bench_table.rate(rows[0])}" in console
     assert "real (0)" not in console, console
+    # Bench runs stay out of the user's TensorBoard (outputs/), and Lightning's warning about a logging
+    # interval longer than the bench's short epoch is not printed.
+    assert not list((tmp_path / "outputs").rglob("events.out.tfevents*"))
+    assert "logging interval" not in console, console
 
 
 def test_a_data_row_counts_its_loader_workers_in_good_english() -> None:
     row = {"model": "vit", "part": "b_data", "augment_on": "cpu", "images_per_s": 50.0}
-    notes = [bench.table_rows([{**row, "workers": workers}])[0][6] for workers in (0, 1, 2)]
+    notes = [bench_table.table_rows([{**row, "workers": workers}])[0][6] for workers in (0, 1, 2)]
     assert notes == ["0 loader workers", "1 loader worker", "2 loader workers"]
 
 
@@ -302,7 +307,7 @@ def test_the_loop_peak_memory_covers_the_warmup_steps(monkeypatch, tmp_path) -> 
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: resets.append(1))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * 2**30)
-    timer = bench.StepTimer(warmup_steps=2, result_path=str(tmp_path / "timer.json"))
+    timer = bench_measure.StepTimer(warmup_steps=2, result_path=str(tmp_path / "timer.json"))
     trainer = SimpleNamespace(global_step=0, max_steps=4)
     batch = {"label": torch.zeros(8)}
     for step in range(4):
@@ -329,7 +334,7 @@ def test_bench_lists_where_the_host_syncs_come_from(tmp_path) -> None:
             "host_sync_sites": [site],
         },
     ]
-    bench.write_tables(rows, tmp_path, "title", "models=[vit]")
+    bench_table.write_tables(rows, tmp_path, "title", "models=[vit]")
     table = (tmp_path / "bench.md").read_text()
     assert "| 0.80 | 0.11 |" in table  # two significant digits, not 0.105263
     assert "- vit, augment on gpu: 0.11/step `_local_scalar_dense` at ffd/x.py:3 (f): reads a value" in table
@@ -373,7 +378,7 @@ def test_a_loop_is_compared_with_the_bare_step_of_the_same_settings() -> None:
             "variant": "callbacks.speed.compile=false",
         },
     ]
-    ratios = [row[3] for row in bench.table_rows(rows)]
+    ratios = [row[3] for row in bench_table.table_rows(rows)]
     assert ratios == ["", "", "0.90", "0.75", "0.50"]  # the last has no bare step of its own: the default's
 
 
@@ -396,7 +401,7 @@ def test_each_loop_is_compared_with_the_bare_step_of_its_own_run_and_sizes() -> 
             "variant": "data.batch_size=32",
         },
     ]
-    table = bench.table_rows(rows)
+    table = bench_table.table_rows(rows)
     assert [row[3] for row in table] == ["", "0.90", "", "0.90", "0.50"]
     assert "default bare step" in table[4][6]
 
@@ -452,14 +457,14 @@ def test_a_failed_row_names_the_cause_and_slow_rates_keep_their_digits(tmp_path)
     results: list = []
     bench._attempt(results, {"model": "vit", "part": "a_step"}, fails)
     assert results[0]["error"] == "ValueError: image_size=30 is not a multiple of the patch size 8"
-    rows = bench.table_rows(
+    rows = bench_table.table_rows(
         [
             {"model": "densenet", "part": "a_step", "images_per_s": 0.4},
             {"model": "densenet", "part": "c_loop", "augment_on": "cpu", "images_per_s": 0.8},
         ]
     )
     assert [row[2] for row in rows] == ["0.4", "0.8"] and rows[1][3] == "2.00"
-    assert bench.table_rows(results)[0][2] == "failed"
+    assert bench_table.table_rows(results)[0][2] == "failed"
 
 
 def test_a_loop_run_never_reads_an_earlier_runs_host_sync_count(monkeypatch, tmp_path) -> None:

@@ -9,7 +9,7 @@ there (``trainer=gpu`` on a GPU: bf16, channels_last, torch.compile; ``trainer=c
              augmentation runs on the GPU), collate, pin; and the GPU augmentation alone;
   (c) loop   the full ``ffd.train`` loop (Lightning, data, metrics, logging, callbacks) on the same files,
              once per ``augment_on`` place; validation off. A few warm-up steps are checked for host
-             syncs (``ffd.host_syncs``): anything that makes Python wait for the GPU every step.
+             syncs (``ffd.dev.host_syncs``): anything that makes Python wait for the GPU every step.
 
 Prints a table of images/s with the ratio (c)/(a), host syncs per step and peak GPU memory, and writes
 ``bench.json`` and ``bench.md`` into outputs/bench/<timestamp>/. The files are the synthetic set written as
@@ -18,156 +18,34 @@ Prints a table of images/s with the ratio (c)/(a), host syncs per step and peak 
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
-import platform
-import time
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+import tempfile
+import warnings
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning.pytorch as pl
 import torch
 from hydra import compose
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
-from torch.autograd import DeviceType
 
+from ffd.bench_measure import bare_step, data_pipeline, gpu_augment, reset_memory
+from ffd.bench_table import machine, measurement, note, rate, write_tables
 from ffd.data import synthetic as synthetic_set
-from ffd.data.datamodule import default_num_workers
-from ffd.data.gpu_augment import BatchAugment
+from ffd.errors import UserError
 from ffd.hints import suggest_keys
-from ffd.models.classifier import make_adamw
-from ffd.runtime import UserError, count_problem, exit_on_user_error, list_option
+from ffd.options import count_problem, list_option
+from ffd.runtime import exit_on_user_error
 
 log = logging.getLogger("ffd.bench")
 
 # Sizes when the config leaves them null: a real GPU measurement, or a quick look on a CPU.
 GPU_DEFAULTS = {"image_size": 256, "batch_size": 128, "steps": 200, "warmup_steps": 50, "data_batches": 60}
 CPU_DEFAULTS = {"image_size": 64, "batch_size": 16, "steps": 10, "warmup_steps": 3, "data_batches": 10}
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _peak_memory_gib() -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-
-
-def _reset_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _timed(run: Callable[[], int], warmup: int, repeats: int) -> float:
-    """Images per second of ``run`` (which returns the images it handled), after ``warmup`` calls."""
-    for _ in range(warmup):
-        run()
-    _sync()
-    start, images = time.perf_counter(), 0
-    for _ in range(repeats):
-        images += run()
-    _sync()
-    return images / (time.perf_counter() - start)
-
-
-class StepProfile:
-    """torch.profiler over a few steps: where the host and the GPU spend each step (a table in a file)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.profiler: torch.profiler.profile | None = None
-        self.steps = 0
-        self.start = 0.0
-
-    def begin(self) -> None:
-        if self.path is None:
-            return
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if torch.cuda.is_available():
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        _sync()
-        self.profiler = torch.profiler.profile(activities=activities)
-        self.profiler.__enter__()
-        self.start = time.perf_counter()
-
-    def step(self) -> None:
-        self.steps += self.profiler is not None
-
-    def end(self) -> None:
-        if self.profiler is None or self.path is None:
-            return
-        _sync()
-        wall_ms = (time.perf_counter() - self.start) * 1e3 / max(self.steps, 1)
-        self.profiler.__exit__(None, None, None)
-        events = self.profiler.key_averages()
-        # Kernel time only: user annotations (Optimizer.step, ...) repeat their kernels' time.
-        kernels = [e for e in events if e.device_type != DeviceType.CPU and not e.is_user_annotation]
-        device_us = sum(e.self_device_time_total for e in kernels) / max(self.steps, 1)
-        lines = [
-            f"{self.steps} steps profiled: {wall_ms:.1f} ms wall per step, {device_us / 1e3:.1f} ms of GPU "
-            f"kernels per step (GPU busy {device_us / 1e3 / wall_ms:.0%} of the wall time, profiler on)",
-            events.table(sort_by="self_device_time_total", row_limit=25),
-            events.table(sort_by="self_cpu_time_total", row_limit=25),
-        ]
-        self.path.write_text("\n".join(lines))
-        self.profiler = None
-
-
-class StepTimer(Callback):
-    """Times the training steps after the first ``warmup_steps`` (compilation, cuDNN autotuning, worker
-    start-up) and writes images/s and peak GPU memory to ``result_path`` when training ends.
-
-    The peak covers the warm-up too, as the bare step's does: CUDA graphs allocate their memory pool while
-    they are recorded, in the warm-up, and replays allocate nothing (a peak counted from the first timed
-    step read 0.3 GiB for a ViT loop that holds 2.9)."""
-
-    def __init__(
-        self, warmup_steps: int, result_path: str, profile_steps: int = 0, profile_path: str | None = None
-    ) -> None:
-        self.warmup_steps = warmup_steps
-        self.result_path = Path(result_path)
-        self.profile_steps = min(profile_steps, warmup_steps // 2)
-        self.profile = StepProfile(Path(profile_path) if profile_path and self.profile_steps else None)
-        self.start: float | None = None
-        self.seconds: float | None = None
-        self.images = 0
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step == self.warmup_steps and self.start is None:
-            self.profile.end()
-            _sync()
-            self.start = time.perf_counter()
-        if self.start is not None:
-            self.images += len(batch["label"])
-        # The profile covers the last warm-up steps, so it does not slow the timed ones.
-        if trainer.global_step == self.warmup_steps - self.profile_steps:
-            self.profile.begin()
-        self.profile.step()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
-        """The clock stops at the end of the last step, before the epoch-end work (epoch metrics, logging)."""
-        if trainer.global_step >= trainer.max_steps and self.seconds is None and self.start is not None:
-            _sync()
-            self.seconds = time.perf_counter() - self.start
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if self.seconds is None:
-            raise RuntimeError(f"Training stopped before its last step ({trainer.max_steps}): raise steps.")
-        result = {"images_per_s": self.images / self.seconds, "images": self.images, "seconds": self.seconds}
-        self.result_path.write_text(json.dumps({**result, "peak_gib": _peak_memory_gib()}))
 
 
 def _audit_overrides(cfg: DictConfig, run_dir: Path) -> list[str]:
@@ -178,7 +56,7 @@ def _audit_overrides(cfg: DictConfig, run_dir: Path) -> list[str]:
     if steps <= 0:
         return []
     return [
-        "+callbacks.bench_syncs._target_=ffd.host_syncs.HostSyncAudit",
+        "+callbacks.bench_syncs._target_=ffd.dev.host_syncs.HostSyncAudit",
         f"+callbacks.bench_syncs.start_step={warmup - profiled - steps}",
         f"+callbacks.bench_syncs.steps={steps}",
         f"+callbacks.bench_syncs.result_path={run_dir / 'host_syncs.json'}",
@@ -216,7 +94,7 @@ def train_config(
         "++trainer.limit_val_batches=0",
         "++trainer.num_sanity_val_steps=0",
         f"paths.output_dir={run_dir}",
-        "+callbacks.bench_timer._target_=ffd.bench.StepTimer",
+        "+callbacks.bench_timer._target_=ffd.bench_measure.StepTimer",
         f"+callbacks.bench_timer.warmup_steps={sizes.warmup_steps}",
         f"+callbacks.bench_timer.result_path={run_dir / 'timer.json'}",
         f"+callbacks.bench_timer.profile_path={run_dir.parent.parent / f'profile_{model}_c_loop.txt'}",
@@ -227,105 +105,27 @@ def train_config(
     return compose(config_name="train", overrides=overrides)
 
 
-def _autocast(precision: str) -> Any:
-    """The autocast context Lightning uses for a precision setting ('bf16-mixed', '16-mixed', '32-true')."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
-    return torch.autocast(device, dtype=dtype) if dtype else nullcontext()
-
-
-def bare_step(
-    train_cfg: DictConfig, steps: int, warmup: int, profile_steps: int = 0, profile_path: Path | None = None
-) -> dict[str, Any]:
-    """(a): forward, loss, backward and AdamW step on random uint8 batches resident on the device."""
-    _reset_memory()
-    # As the loop's Trainer sets it (trainer.benchmark); Lightning leaves it set for whatever runs next.
-    torch.backends.cudnn.benchmark = bool(train_cfg.trainer.get("benchmark") or False)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = instantiate(train_cfg.model, _convert_="all").to(device).train()
-    speed = train_cfg.callbacks.get("speed")
-    if speed:
-        instantiate(speed).setup(None, model, "fit")
-    optimizer = make_adamw(list(model.parameters()), train_cfg.model.get("optimizer"))
-    size, batch = train_cfg.data.image_size, train_cfg.data.batch_size
-    # Several distinct random batches (never zeros), so no step sees the data of the one before.
-    batches = [
-        (
-            torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device),
-            torch.randint(0, 2, (batch,), device=device).float(),
-        )
-        for _ in range(4)
-    ]
-    scaler = torch.amp.GradScaler(enabled=train_cfg.trainer.precision == "16-mixed")
-    cycle = iter(range(1 << 62))
-
-    def step() -> int:
-        images, labels = batches[next(cycle) % len(batches)]
-        torch.compiler.cudagraph_mark_step_begin()  # as SpeedUps does in training
-        with _autocast(train_cfg.trainer.precision):
-            loss = model.criterion(model(images), labels)
-            if hasattr(model.net, "regularization_loss"):
-                loss = loss + model.net.regularization_loss()
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return batch
-
-    if profile_path is not None:  # a few steps under the profiler, after the warm-up
-        for _ in range(warmup):
-            step()
-        profile = StepProfile(profile_path)
-        profile.begin()
-        for _ in range(min(profile_steps, steps)):
-            step()
-            profile.step()
-        profile.end()
-    images_per_s = _timed(step, warmup, steps)  # the model and batches are freed on return
-    return {"images_per_s": images_per_s, "peak_gib": _peak_memory_gib()}
-
-
-def data_pipeline(train_cfg: DictConfig, batches: int, warmup: int) -> dict[str, Any]:
-    """(b): images/s of the training loader alone (read, decode, augment on CPU or not, collate, pin)."""
-    datamodule = instantiate(train_cfg.data, _convert_="all")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    loader = datamodule.train_dataloader()
-
-    def endless() -> Iterator[dict[str, Any]]:
-        while True:
-            yield from loader
-
-    stream = endless()
-    # The persistent workers stop when the loader is freed, on return.
-    return {
-        "images_per_s": _timed(lambda: len(next(stream)["label"]), warmup, batches),
-        "workers": loader.num_workers,
-    }
-
-
-def gpu_augment(train_cfg: DictConfig, batches: int) -> dict[str, Any]:
-    """(b'): images/s of ``BatchAugment`` alone on device-resident uint8 batches."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    size, batch = train_cfg.data.image_size, train_cfg.data.batch_size
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
-    augment = BatchAugment()
-    return {"images_per_s": _timed(lambda: len(augment(images)), 3, batches)}
-
-
 def full_loop(train_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """(c): ``ffd.train.train`` itself, timed by StepTimer after the warm-up steps."""
     from ffd.train import train
 
-    _reset_memory()
+    reset_memory()
     run_dir.mkdir(parents=True, exist_ok=True)
     for earlier in ("timer.json", "host_syncs.json"):  # an earlier bench's, in a fixed hydra.run.dir
         (run_dir / earlier).unlink(missing_ok=True)
     threads = torch.get_num_threads()
-    try:
-        train(train_cfg)
-    finally:  # a CPU loader with workers leaves them cores; the next measurement gets them back
-        torch.set_num_threads(threads)
+    # The loop logs as training does, but into a folder removed afterwards: bench runs are not the user's
+    # runs, and `tensorboard --logdir outputs` must not mix them into the training runs and hparams tab.
+    with tempfile.TemporaryDirectory(prefix="ffd-bench-tensorboard-") as scratch, warnings.catch_warnings():
+        # Short bench epochs trip Lightning's "fewer batches than log_every_n_steps": not the user's concern.
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        for logger in (train_cfg.get("logger") or {}).values():
+            if logger and "save_dir" in logger:
+                logger.save_dir = scratch
+        try:
+            train(train_cfg)
+        finally:  # a CPU loader with workers leaves them cores; the next measurement gets them back
+            torch.set_num_threads(threads)
     result = json.loads((run_dir / "timer.json").read_text())
     audit = run_dir / "host_syncs.json"
     if audit.is_file():
@@ -440,134 +240,6 @@ def run_bench(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
                 row["variant"] = name
                 _attempt(results, row, partial(full_loop, variant_cfg, run_dir))
     return results
-
-
-def machine() -> dict[str, Any]:
-    info = {
-        "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "loader_workers": default_num_workers(),
-        "torch": torch.__version__,
-        "lightning": pl.__version__,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def _settings_key(r: dict[str, Any]) -> tuple[Any, ...]:
-    keys = ("precision", "channels_last", "compile", "image_size", "batch_size")
-    return r["model"], *(r.get(key) for key in keys)
-
-
-PART_NAMES = {
-    "a_step": "(a) bare step",
-    "a_step_variant": "(a) bare step, {precision}, channels_last={channels_last}, compile={compile}",
-    "b_data": "(b) data pipeline, augment on {augment_on}",
-    "b_gpu_augment": "(b) GPU augmentation alone (BatchAugment)",
-    "c_loop": "(c) full ffd.train loop, augment on {augment_on}{variant}",
-}
-
-
-def measurement(r: dict[str, Any]) -> str:
-    """What a row measured, in words."""
-    return PART_NAMES[r["part"]].format(**{**r, "variant": f", {r['variant']}" if r.get("variant") else ""})
-
-
-def rate(r: dict[str, Any], unit: str = " images/s") -> str:
-    """A row's images/s, with the digits a slow rate needs; empty for a failed row."""
-    speed = r.get("images_per_s")
-    if speed is None:
-        return ""
-    return (f"{speed:,.0f}" if speed >= 10 else f"{speed:.2g}") + unit
-
-
-def note(r: dict[str, Any]) -> str:
-    """A failed row's error, or the loader workers of a data pipeline row."""
-    if "error" in r:
-        return r["error"]
-    if "workers" in r:
-        return f"{r['workers']} loader worker{'' if r['workers'] == 1 else 's'}"
-    return ""
-
-
-def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    """One line per measurement: model, what, images/s, (c)/(a), syncs/step, peak GiB, note. A loop's (a)
-    is the latest bare step measured before it with the same precision, channels_last, compile, image
-    size and batch size; failing that, the model's default bare step, which the note then says."""
-    default_step: dict[str, float | None] = {}
-    same_settings: dict[tuple[Any, ...], float | None] = {}
-    rows = []
-    for r in results:  # in order: with models=[vit, vit] each loop meets its own run's bare step
-        speed = r.get("images_per_s")
-        if r["part"] == "a_step":
-            default_step[r["model"]] = speed
-        if r["part"] in ("a_step", "a_step_variant"):
-            same_settings[_settings_key(r)] = speed
-        step = same_settings.get(_settings_key(r))
-        remark = note(r)
-        if r["part"] == "c_loop" and not step and (step := default_step.get(r["model"])):
-            remark = remark or "(a): the default bare step, other settings"
-        ratio = f"{speed / step:.2f}" if r["part"] == "c_loop" and speed and step else ""
-        peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else ""
-        syncs = f"{r['host_syncs_per_step']:.2g}" if r.get("host_syncs_per_step") is not None else ""
-        rows.append(
-            [
-                r["model"],
-                measurement(r),
-                "failed" if speed is None else rate(r, unit=""),
-                ratio,
-                syncs,
-                peak,
-                remark,
-            ]
-        )
-    return rows
-
-
-HEADER = ["model", "measurement", "images/s", "(c)/(a)", "syncs/step", "peak GiB", "note"]
-NUMERIC = ("images/s", "(c)/(a)", "syncs/step", "peak GiB")
-
-
-def sync_lines(results: list[dict[str, Any]]) -> list[str]:
-    """Where the host syncs of each (c) run come from, one line per call site."""
-    lines = []
-    for r in results:
-        for site in r.get("host_sync_sites") or ():
-            place = f"augment on {r.get('augment_on')}" + (f", {r['variant']}" if r.get("variant") else "")
-            lines.append(
-                f"- {r['model']}, {place}: {site['per_step']:.2g}/step `{site['op']}` at {site['site']}"
-                + (f": {site['why']}" if site.get("why") else "")
-            )
-    return lines
-
-
-def write_tables(results: list[dict[str, Any]], output_dir: Path, title: str, settings: str) -> None:
-    """The table on the console and in bench.md, which also keeps the settings: a results file read
-    later says what was measured."""
-    rows = table_rows(results)
-    table = Table(title=title)
-    for column in HEADER:
-        table.add_column(column, justify="right" if column in NUMERIC else "left")
-    for row in rows:
-        table.add_row(*row)
-    console = Console(width=160)
-    console.print(table)
-    syncs = sync_lines(results)
-    if syncs:
-        console.print("Host syncs in the training loop (ffd.host_syncs):", *syncs, sep="\n", markup=False)
-    lines = [
-        title,
-        "",
-        f"Settings: `{settings}`",
-        "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "---|" * len(HEADER),
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    if syncs:
-        lines += ["", "Host syncs in the training loop (ffd.host_syncs):", "", *syncs]
-    (output_dir / "bench.md").write_text("\n".join(lines) + "\n")
 
 
 def resolve_sizes(cfg: DictConfig) -> None:

@@ -1,5 +1,6 @@
-"""What the entry points share: build callbacks and loggers from config, log the config, report
-user errors as one clear paragraph instead of a stack trace."""
+"""What the entry points share, and only they: the config resolvers, the trainer and the callbacks and
+loggers built from config, Ctrl-C and SIGTERM, and a user's error shown as one paragraph instead of a stack
+trace. The errors themselves are ffd.errors and the option checks ffd.options, which every module may use."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import os
 import re
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
@@ -19,216 +18,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from ffd import command_help, record
+from ffd import record, resolvers  # noqa: F401  (registers the config resolvers)
+from ffd.errors import USER_ERRORS, UserError
+from ffd.options import count_problem as count_problem  # re-exported: data/datamodule.py imports it from here
+from ffd.options import flag_problem
+from ffd.options import workers_problem as workers_problem  # (so does datamodule.py): move it to ffd.options
 
 T = TypeVar("T")
 
 
-def gpu_precision() -> str:
-    """Lightning's autocast precision for this machine's GPU: bf16 where supported, else fp16."""
-    import torch
-
-    # including_emulation=False: a V100 or T4 can hold bf16 tensors but has no bf16 tensor cores.
-    native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    return "bf16-mixed" if native else "16-mixed"
-
-
-def model_cache() -> str:
-    """The model file cache, as ``python -m ffd.assets`` finds it ($FFD_CACHE, else ~/.cache/ffd; also
-    without $HOME)."""
-    from ffd.assets import default_cache_dir  # ffd.assets imports this module
-
-    return str(default_cache_dir())
-
-
-# Config interpolations: ${ffd.gpu_precision:} (conf/trainer/gpu.yaml), ${ffd.model_cache:} (conf/paths),
-# and each command's --help (conf/hydra/default.yaml).
-for name, resolver in (
-    ("ffd.gpu_precision", gpu_precision),
-    ("ffd.model_cache", model_cache),
-    ("ffd.usage", command_help.usage),
-    ("ffd.config_groups", command_help.config_groups),
-):
-    if not OmegaConf.has_resolver(name):
-        OmegaConf.register_new_resolver(name, resolver)
-
-
-def device_problem(device: str) -> str | None:
-    """Why ``device=`` (auto, cpu, cuda, cuda:N) cannot be used here, or None."""
-    import torch
-
-    if device in ("auto", "cpu"):
-        return None
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        return f"device={device} is not a device; use auto, cpu, cuda or cuda:N"
-    if kind != "cuda":
-        return f"device={device}: use auto, cpu, cuda or cuda:N"
-    if not torch.cuda.is_available():
-        return f"device={device}, but PyTorch sees no CUDA GPU here; use device=auto or device=cpu"
-    return None
-
-
-def load_failure(error: Exception) -> str:
-    """One line on why a model file did not load, for a user's error message.
-
-    Never PyTorch's own weights_only text, which advises loading with weights_only=False: ffd never runs
-    pickled code from a user's file."""
-    chain = [error]  # timm re-raises PyTorch's refusal as a RuntimeError with the same advice
-    while chain[-1].__cause__ is not None and len(chain) < 8:
-        chain.append(chain[-1].__cause__)
-    refusals = [str(e) for e in chain if "weights_only" in str(e)]
-    if refusals:
-        if any("Unsupported global" in text or "allowlisted" in text for text in refusals):
-            return "it holds pickled objects beyond tensors, and ffd never runs pickled code"
-        return "not a PyTorch file of tensors"
-    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-    first = re.sub(r"\x1b\[[0-9;]*m", "", first)  # colour codes
-    return f"{type(error).__name__}: {first[:200] if first else 'empty or truncated'}"
-
-
-class UserError(Exception):
-    """Bad input from the user (a path, a file, an option): shown as one paragraph, exit code 1."""
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Every error ffd raises for a user's input, wherever in the package it is defined."""
-    from ffd.data.index import DatasetLayoutError
-    from ffd.images import ImageInputError, UnreadableImageError
-    from ffd.models.classifier import CheckpointError
-    from ffd.models.densenet import WeightsError
-
-    return (
-        UserError,
-        DatasetLayoutError,
-        ImageInputError,
-        UnreadableImageError,
-        CheckpointError,
-        WeightsError,
-    )
-
-
-def output_folder(value: str | Path, key: str = "output") -> Path:
-    """The folder option ``key`` names; an empty ``key=`` (an unset shell variable) is refused rather than
-    read as the current folder, which would fill it with the run's files."""
-    if not str(value).strip():
-        raise UserError(f"{key}= is empty (an unset shell variable?). Name a folder, or leave {key} out.")
-    return Path(value)
-
-
-def make_output_dir(output: Path, key: str = "output") -> None:
-    """Create the output folder (option ``key``) and write a file in it before any work, so that an
-    unwritable place fails first, in one paragraph."""
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=output).close()
-    except OSError as error:
-        raise UserError(
-            f"{key}={output} cannot be written to ({error.strerror or error}). Choose a folder you can "
-            "write to."
-        ) from None
-
-
-def refuse_earlier_outputs(
-    output: Path, names: list[str], overwrite: bool, key: str = "output", overwrite_key: str = "overwrite"
-) -> None:
-    """Never replace an earlier run's files (those of ``names`` in ``output``) unless asked."""
-    existing = [name for name in names if (output / name).exists()]
-    if existing and not overwrite:
-        raise UserError(
-            f"{key}={output} already holds {', '.join(existing)} from an earlier run. "
-            f"Pass {overwrite_key}=true to replace them, or choose another folder "
-            "(the default is a new folder per run)."
-        )
-
-
-def as_typed(value: Any) -> str:
-    """``value`` as it is typed on the command line: true, false and null, not Python's True, False, None."""
-    if value is None:
-        return "null"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def count_problem(value: Any, key: str, minimum: int = 1) -> str | None:
-    """Why ``value`` cannot be the count option ``key`` (a whole number >= ``minimum``), or None."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        return f"{key}={as_typed(value)} must be a whole number, at least {minimum}"
-    return None
-
-
-def flag_problem(value: Any, key: str) -> str | None:
-    """Why ``value`` cannot be the switch ``key``, or None. Hydra reads ``key=no`` or ``key=off`` as a word,
-    which Python takes as true: ``overwrite=no`` replaced earlier results."""
-    if not isinstance(value, bool):
-        return f"{key}={as_typed(value)} is not a switch: write {key}=true or {key}=false"
-    return None
-
-
-def workers_problem(value: Any, key: str) -> str | None:
-    """Why ``value`` cannot be a loader worker count (null = from the CPU count, or 0 or more), or None."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        return f"{key}={as_typed(value)} must be null (from the CPU count) or 0 or more"
-    return None
-
-
-def threshold_problem(value: Any, key: str) -> str | None:
-    """Why ``value`` cannot be a P(fake) threshold, or None. (An int 0 or 1 is fine: pass float(value)
-    on, as torchmetrics refuses ints.)"""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        return f"{key}={as_typed(value)} is not a probability: pick a value between 0 and 1"
-    return None
-
-
-def folder_instead_of_file(folder: Path, key: str, suffixes: tuple[str, ...]) -> str:
-    """The message for a folder given where a model file is expected: the files in it, or up to two levels
-    down (``outputs/train`` -> ``<run>/checkpoints/``), newest first, so the user can copy one."""
-    found = sorted(
-        (
-            path
-            for pattern in ("*", "*/*", "*/*/*")
-            for path in folder.glob(pattern)
-            if path.suffix.lower() in suffixes and path.is_file()
-        ),
-        key=lambda path: path.stat().st_mtime,
-        reverse=True,
-    )
-    if not found:
-        kinds = " or ".join(suffixes)
-        return (
-            f"{key}={folder} is a folder, and neither it nor the folders up to two levels below it hold a "
-            f"{kinds} file. Pass a file."
-        )
-    names = ", ".join(str(path) for path in found[:6]) + (f" and {len(found) - 6} more" if found[6:] else "")
-    message = f"{key}={folder} is a folder; pass one of its files (newest first): {names}."
-    if any(path.name == "last.ckpt" for path in found):
-        message += " last.ckpt is the latest epoch, epochNNN-aurocX.ckpt the best by validation AUROC."
-    return message
-
-
 # Top-level module -> the pyproject extra that installs it.
 OPTIONAL_MODULES = {
-    **dict.fromkeys(("mediapipe", "facexlib", "filterpy", "numba"), "segment"),
+    **dict.fromkeys(("facexlib", "filterpy", "numba"), "segment"),
+    "pytorch_grad_cam": "explain",
     **dict.fromkeys(("onnx", "onnxruntime", "onnxscript", "onnxconverter_common"), "export"),
+    "mediapipe": None,  # a core dependency: missing only from a broken or partial install
 }
-
-
-def list_option(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> list[str]:
-    """A list option such as ``export.precisions``, also when given as ``key=a`` or ``'key="a,b"'`` (Hydra
-    reads those as one string, which ``list()`` would split into characters); checked against
-    ``choices``."""
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, str):
-        value = [item.strip() for item in value.split(",") if item.strip()]
-    items = [str(item) for item in value or []]
-    unknown = [item for item in items if item not in choices]
-    if unknown or not items:
-        problem = f"unknown {', '.join(unknown)}" if unknown else "empty"
-        raise UserError(
-            f"{key}={items}: {problem}. Choose among {', '.join(choices)}, "
-            f"e.g. {key}=[{','.join(choices[:2])}]."
-        )
-    return items
 
 
 def _instantiation_error(error: InstantiationException) -> str | None:
@@ -238,7 +43,7 @@ def _instantiation_error(error: InstantiationException) -> str | None:
     MisconfigurationException (``trainer=gpu`` with no GPU, more devices than the machine has) with a hint.
     """
     cause = error.__cause__
-    if isinstance(cause, user_error_types()):
+    if isinstance(cause, USER_ERRORS):
         return str(cause)
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -259,19 +64,24 @@ def _user_error_message(error: BaseException) -> str | None:
     """The one-paragraph message for an error caused by the user's input or setup, or None for a bug."""
     if isinstance(error, InstantiationException):
         return _instantiation_error(error)
-    if isinstance(error, user_error_types()):
+    if isinstance(error, USER_ERRORS):
         return str(error)
     if isinstance(error, MissingMandatoryValue):  # a ??? in the config: input=, model=
         return f"{error.full_key}= is required; pass it on the command line."
     if isinstance(error, ModuleNotFoundError):
-        extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
-        if extra:
-            return f"this command {needs_extra(error.name, extra)}"
+        package = (error.name or "").split(".")[0]
+        if package in OPTIONAL_MODULES:
+            return f"this command {needs_extra(error.name, OPTIONAL_MODULES[package])}"
     return None
 
 
-def needs_extra(module: str, extra: str) -> str:
-    """'needs MODULE, one of ffd's optional EXTRA dependencies: <how to install it>'."""
+def needs_extra(module: str, extra: str | None) -> str:
+    """'needs MODULE, one of ffd's optional EXTRA dependencies: <how to install it>' (None: a core one)."""
+    if extra is None:
+        return (
+            f"needs {module}, one of ffd's core dependencies, which this environment lacks: install ffd "
+            'again, pip install -e . in a clone (or pip install ffd), and check that "import cv2" works.'
+        )
     return (
         f"needs {module}, one of ffd's optional '{extra}' dependencies: "
         f'pip install -e ".[{extra}]" in a clone, or pip install "ffd[{extra}]".'

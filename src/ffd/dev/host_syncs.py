@@ -54,7 +54,9 @@ CPU_ONLY_READS = {
 
 
 def _call_site(
-    stack: traceback.StackSummary, skip: tuple[str, ...] = ("/torch/", "/ffd/host_syncs.py"), depth: int = 3
+    stack: traceback.StackSummary,
+    skip: tuple[str, ...] = ("/torch/", "/ffd/dev/host_syncs.py"),
+    depth: int = 3,
 ) -> str:
     """The innermost frames outside torch, innermost first: the line to change and what called it."""
     sites = []
