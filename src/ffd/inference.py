@@ -8,13 +8,10 @@ file. Unreadable files are listed and skipped, never fatal.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +19,33 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
-from rich.text import Text
 from torch.utils.data import DataLoader
 
-from ffd import LABELS, record
-from ffd.data.datamodule import FaceImages, collate_faces, default_num_workers
-from ffd.data.transforms import eval_transform
+from ffd.console import table_console
+from ffd.data.datamodule import default_num_workers
 from ffd.deploy.session import OnnxDetector
-from ffd.images import FORMATS, LIST_SUFFIX, find_images
-from ffd.models.classifier import load_classifier
-from ffd.report import FILE_NAMES, verdict, write_bad_files
-from ffd.runtime import (
-    UserError,
+from ffd.errors import UserError
+from ffd.faces.attribution import region_shares
+from ffd.faces.judge import FACE_MODES, FALLBACKS, Item, Photos, photo_items, photo_outputs
+from ffd.images import FORMATS, LIST_SUFFIX, find_images, read_rgb
+from ffd.models.card import card_line, synthetic_warning
+from ffd.models.checkpoint import load_classifier
+from ffd.models.classifier import DeepfakeClassifier
+from ffd.options import (
     count_problem,
     device_problem,
     flag_problem,
     folder_instead_of_file,
-    make_output_dir,
-    output_folder,
-    refuse_earlier_outputs,
     threshold_problem,
     workers_problem,
 )
+from ffd.outputs import make_output_dir, output_folder, refuse_earlier_outputs
+from ffd.predictions import OUTPUT_FILES, Prediction, PredictRun
+from ffd.report import verdict
+from ffd.segmentation.outputs import output_names
+from ffd.trust.decision import Decision, decision_for
 
 MODEL_SUFFIXES = (".ckpt", ".onnx")
-OUTPUT_FILES = ("predictions.csv", "predictions.json", "bad_files.txt")
-# The test report's columns less the label, in its order, so that the two files line up.
-PREDICTION_COLUMNS = ("path", "p_fake", "verdict", "confidence")
 
 
 class PredictError(UserError):
@@ -63,6 +59,8 @@ class Detector:
     run: Callable[[torch.Tensor], np.ndarray]
     image_size: int
     about: dict[str, Any]
+    notes: dict[str, Any] = field(default_factory=dict)  # card and decision (ffd.models.notes)
+    classifier: DeepfakeClassifier | None = None  # a .ckpt's module (Grad-CAM needs it); None for .onnx
 
 
 def open_detector(model: str | Path, device: str = "auto") -> Detector:
@@ -92,7 +90,8 @@ def open_detector(model: str | Path, device: str = "auto") -> Detector:
         info = session.info
         about = {"name": info.model, "precision": info.precision, "checkpoint_sha256": info.checkpoint_sha256}
         about |= {"runtime": "onnxruntime", "providers": session.session.get_providers()}
-        return Detector(session, session.image_size, {"file": file, **about})
+        notes = {"card": info.card, "decision": info.decision}
+        return Detector(session, session.image_size, {"file": file, **about}, notes)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     classifier = load_classifier(path).eval().to(device)
 
@@ -101,114 +100,7 @@ def open_detector(model: str | Path, device: str = "auto") -> Detector:
         return torch.sigmoid(classifier(images.to(device, non_blocking=True))).float().cpu().numpy()
 
     about = {"file": file, "name": classifier.net_name, "runtime": "pytorch", "device": device}
-    return Detector(run, int(classifier.image_size), about)
-
-
-def shown(path: str) -> str:
-    """``path`` relative to the current folder when it lies below it, else as it is.
-
-    For the console only: it is read in the shell the command ran from, where the short path resolves
-    (as the input typed there did); the files, read from the run folder, keep absolute paths."""
-    relative = os.path.relpath(path)
-    return path if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
-
-
-@dataclass
-class Prediction:
-    path: str  # absolute, symbolic links kept
-    p_fake: float
-    verdict: str  # "real" or "fake"
-    confidence: float  # the probability of the verdict's class
-
-
-@dataclass
-class PredictRun:
-    """What a run produced; ``write`` and ``print`` present it."""
-
-    model: dict[str, Any]
-    input: str
-    threshold: float
-    rows: list[Prediction] = field(default_factory=list)
-    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    complete: bool = False  # False in the files of a run that stopped early (an interrupt, an error)
-
-    def counts(self) -> dict[str, int]:
-        verdicts = [row.verdict for row in self.rows]
-        return {
-            "images": len(self.rows),
-            **{name: verdicts.count(name) for name in LABELS.values()},
-            "unreadable": len(self.bad),
-        }
-
-    def write(self, output: Path) -> None:
-        output.mkdir(parents=True, exist_ok=True)
-        with (output / "predictions.csv").open("w", newline="", errors=FILE_NAMES) as handle:
-            writer = csv.writer(handle)
-            writer.writerow(PREDICTION_COLUMNS)
-            for row in self.rows:
-                # repr: every digit, so that a P(fake) just under the threshold never reads as equal to it
-                writer.writerow([row.path, repr(row.p_fake), row.verdict, repr(row.confidence)])
-        summary = {
-            "input": self.input,
-            "model": self.model,
-            "threshold": self.threshold,
-            "complete": self.complete,
-            "labels": {str(key): name for key, name in LABELS.items()} | {"probability": "P(fake)"},
-            "counts": self.counts(),
-            "predictions": [vars(row) for row in self.rows],
-            "unreadable": [{"path": path, "reason": reason} for path, reason in self.bad],
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        (output / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n")
-        write_bad_files(output / "bad_files.txt", self.bad)
-
-    def print(self, console: Console, max_rows: int, output: Path | None = None) -> None:
-        # an ONNX file names its precision (fp32, fp16, int8); a checkpoint has none
-        how = ", ".join(filter(None, (self.model["runtime"], self.model.get("precision"))))
-        table = Table(title=f"ffd.predict: {self.model['name']} ({how})")
-        table.add_column("file", overflow="fold")
-        table.add_column("verdict")
-        table.add_column("confidence", justify="right")
-        table.add_column("P(fake)", justify="right")
-        for row in self.rows[:max_rows]:
-            style = "red" if row.verdict == LABELS[1] else "green"
-            said = f"[{style}]{row.verdict.capitalize()}[/]"
-            # Text: a [x] in a file name is shown, not read as markup
-            table.add_row(Text(shown(row.path)), said, f"{row.confidence:.4f}", f"{row.p_fake:.4f}")
-        if len(self.rows) > max_rows:
-            table.caption = f"first {max_rows} of {len(self.rows)} rows; predictions.csv has them all"
-        if self.rows:
-            console.print(table)
-        if self.bad:
-            listing = Table(title="Unreadable files (skipped)")
-            listing.add_column("file", overflow="fold")
-            listing.add_column("reason", overflow="fold")
-            for path, reason in self.bad[:max_rows]:
-                listing.add_row(Text(shown(path)), Text(reason))
-            if len(self.bad) > max_rows:
-                listing.caption = f"first {max_rows} of {len(self.bad)}; bad_files.txt has them all"
-            console.print(listing)
-        counts = self.counts()
-        console.print(
-            f"{counts['images']} image(s): {counts['real']} real, {counts['fake']} fake "
-            f"(threshold {self.threshold:g}); {counts['unreadable']} unreadable file(s) skipped."
-            + (f" Written to {output}: {', '.join(OUTPUT_FILES)}." if output else "")
-        )
-
-    def log(self, output: Path) -> None:
-        """What was done, for the run's log file (predict.log), which the console's table does not reach."""
-        counts = self.counts()
-        record.info(
-            "ffd.predict%s: input %s; model %s; threshold %g; %d image(s): %d real, %d fake; %d unreadable "
-            "file(s) skipped; written to %s: %s",
-            "" if self.complete else " (stopped early)",
-            self.input,
-            json.dumps(self.model),
-            self.threshold,
-            *(counts[key] for key in ("images", "real", "fake", "unreadable")),
-            output,
-            ", ".join(OUTPUT_FILES),
-        )
+    return Detector(run, int(classifier.image_size), about, classifier.notes, classifier)
 
 
 def check_options(
@@ -218,7 +110,7 @@ def check_options(
     problems = []
     if problem := flag_problem(overwrite, "overwrite"):
         problems.append(problem)
-    if problem := threshold_problem(threshold, "threshold"):
+    if threshold is not None and (problem := threshold_problem(threshold, "threshold")):
         problems.append(problem)
     if problem := count_problem(batch_size, "batch_size"):
         problems.append(problem)
@@ -232,62 +124,153 @@ def check_options(
         )
 
 
+def check_face_options(face: Any, fallback: Any, annotate: Any, explain: Any) -> None:
+    """Refuse a face mode, fallback or switch that does not exist, naming it, before any work."""
+    problems = [
+        None if face in FACE_MODES else f"face={face} is not one of {', '.join(FACE_MODES)}",
+        None if fallback in FALLBACKS else f"face.fallback={fallback} is not one of {', '.join(FALLBACKS)}",
+        flag_problem(annotate, "annotate"),
+        flag_problem(explain, "explain"),
+    ]
+    if any(problems):
+        raise PredictError(
+            f"{'; '.join(filter(None, problems))}. Fix the option on the command line or in "
+            "conf/predict.yaml."
+        )
+
+
+def decision_line(decision: Decision) -> str:
+    """The decision rule on one line: the threshold, where it came from, and the calibration."""
+    temperature = decision.temperature
+    calibrated = f"; P(fake) calibrated with temperature {temperature:.3g}" if temperature != 1 else ""
+    return f"Decision: fake when P(fake) > {decision.threshold:.4g} ({decision.source}){calibrated}."
+
+
+def extra_outputs(annotate: bool, explain: bool) -> list[str]:
+    """The folders a run writes beside its files: annotated photos, heatmaps."""
+    return (["annotated"] if annotate or explain else []) + (["heatmaps"] if explain else [])
+
+
 def predict(
     inputs: str | Path,
     model: str | Path,
     output: str | Path,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     batch_size: int = 32,
     num_workers: int | None = None,
     device: str = "auto",
     max_rows: int = 40,
     overwrite: bool = False,
     console: Console | None = None,
+    face: str = "none",
+    fallback: str = "skip",
+    finder: Callable[[int], Any] | None = None,
+    annotate: bool = False,
+    explain: bool = False,
 ) -> PredictRun:
     """The whole command: find the images, load the model, predict in batches, write and print.
 
-    The output folder is checked before the model runs; what was predicted is written also when the run
-    stops early (predictions.json says "complete": false)."""
+    ``face`` (``ffd.faces.judge``): ``none`` judges whole images, ``align`` each aligned face, ``auto``
+    aligns unless a photo already is a face crop. ``finder(size)`` opens the ``FaceFinder`` (a context
+    manager) for the model's size; needed unless ``face=none``. The output folder is checked before the
+    model runs; what was predicted is written also when the run stops early ("complete": false)."""
     check_options(threshold, batch_size, num_workers, device, overwrite)
-    console = console or Console()
+    check_face_options(face, fallback, annotate, explain)
+    console = console or table_console()
     output = output_folder(output)
     files = find_images(inputs)
-    refuse_earlier_outputs(output, list(OUTPUT_FILES), overwrite)
+    refuse_earlier_outputs(output, list(OUTPUT_FILES) + extra_outputs(annotate, explain), overwrite)
+    if explain:
+        # Imported only here: grad-cam is the optional 'explain' extra (a missing one is named).
+        from ffd.faces.explain import GradCam, refuse_onnx_explain
+
+        if Path(model).suffix.lower() == ".onnx":
+            raise refuse_onnx_explain(model)
     detector = open_detector(model, device)
+    card = detector.notes.get("card", {})
+    console.print(card_line(card))
+    decision = decision_for(detector.notes, threshold)
+    console.print(decision_line(decision))
+    if warning := synthetic_warning(card):
+        console.print(f"[yellow]Warning:[/] {warning}")
     make_output_dir(output)  # after the model loaded (nothing is written for an unusable one), before it runs
     # Absolute paths in the files, which are read from the run folder; abspath keeps symbolic links.
-    dataset = FaceImages([(os.path.abspath(file), -1) for file in files], eval_transform(detector.image_size))
+    paths = [os.path.abspath(file) for file in files]
+    names = {os.path.abspath(file): name for file, name in output_names(files).items()}
     workers = default_num_workers() if num_workers is None else num_workers
     loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
+        Photos(paths, detector.image_size, whole=face == "none"),
+        batch_size=None,
         num_workers=workers if len(files) > batch_size else 0,  # workers only pay off over many batches
-        pin_memory=torch.cuda.is_available(),
-        collate_fn=partial(collate_faces, image_size=detector.image_size),
     )
     given = os.path.abspath(os.path.expanduser(inputs))
-    result = PredictRun(model=detector.about, input=given, threshold=threshold)
+    settings = {"face": face, "face_fallback": fallback, "model_card": card, "decision": vars(decision)}
+    result = PredictRun(model=detector.about, input=given, threshold=decision.threshold, settings=settings)
+    pending: list[tuple[dict[str, Any], list[Item]]] = []
+
+    def judge_pending() -> None:
+        """Judge the queued photos' images in one batch (faces of one photo never straddle two)."""
+        if not pending:
+            return
+        batch = torch.stack([item.image for _, queued in pending for item in queued])
+        probs = decision.calibrate(detector.run(batch))
+        heatmaps = cam.heatmaps(batch, fake=list(probs > decision.threshold)) if cam else None
+        start = 0
+        for sample, queued in pending:
+            judged = []
+            for k, item in enumerate(queued, start=start):
+                said, confidence = verdict(float(probs[k]), decision.threshold)
+                shares = None
+                if heatmaps is not None and item.aligned is not None:
+                    shares = region_shares(heatmaps[k], item.aligned.landmarks)
+                notes = "; ".join(item.notes)
+                p_fake = float(probs[k])
+                result.rows.append(
+                    Prediction(item.path, p_fake, said, confidence, item.face, item.box, notes, shares)
+                )
+                judged.append((item, said, confidence))
+            if annotate or explain:
+                photo = sample["image"] if "image" in sample else read_rgb(sample["path"])
+                maps = None if heatmaps is None else list(heatmaps[start : start + len(queued)])
+                photo_outputs(output, names[sample["path"]], photo, judged, maps)
+            start += len(queued)
+        pending.clear()
+
     single = len(files) == 1  # no progress bar for one image
-    batches = track(loader, "predict", total=len(loader), console=console, transient=True, disable=single)
-    try:
-        for batch in batches:
-            result.bad += batch["bad"]
-            if not batch["path"]:
-                continue
-            for path, prob in zip(batch["path"], detector.run(batch["image"]), strict=True):
-                said, confidence = verdict(float(prob), threshold)
-                result.rows.append(Prediction(path, float(prob), said, confidence))
-        result.complete = True
-    finally:
-        result.write(output)
-        result.log(output)
+    photos = track(loader, "predict", total=len(paths), console=console, transient=True, disable=single)
+    with ExitStack() as stack:
+        search = stack.enter_context(finder(detector.image_size)) if face != "none" else None
+        cam = stack.enter_context(GradCam(detector.classifier)) if explain else None
+        try:
+            for sample in photos:
+                if "bad" in sample:
+                    result.bad.append((sample["path"], sample["bad"]))
+                    continue
+                if "items" in sample:
+                    items, reason = sample["items"], None
+                else:
+                    image = sample["image"]
+                    items, reason = photo_items(
+                        sample["path"], image, search.find(image), detector.image_size, face, fallback
+                    )
+                if reason:
+                    result.no_face.append((sample["path"], reason))
+                    continue
+                pending.append((sample, items))
+                if sum(len(queued) for _, queued in pending) >= batch_size:
+                    judge_pending()
+            judge_pending()
+            result.complete = True
+        finally:
+            result.write(output)
+            result.log(output)
     result.print(console, max_rows, output)
     if not result.rows and len(files) == 1 and result.bad:  # one file named: its reason is the error
         raise PredictError(
             f"input={inputs}: {result.bad[0][1]}. ffd.predict reads images ({FORMATS}): pass one, a folder "
             f"of them, a quoted glob or a {LIST_SUFFIX} file listing their paths."
         )
-    if not result.rows:
+    if not result.rows and not result.no_face:
         raise PredictError(
             f"input={inputs}: none of its {len(files)} file(s) could be read as an image (reasons above and "
             f"in {output / 'bad_files.txt'}). Replace or re-export them."

@@ -1,0 +1,1 @@
+"""Face-level tools: alignment, Grad-CAM explanations and face-region attribution."""
