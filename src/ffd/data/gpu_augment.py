@@ -17,7 +17,10 @@ Same distributions and order (flip, affine, contrast) as the CPU pipeline; where
   a pixel can differ by 1. The grey mean uses unfloored grey values (torchvision floors each for uint8).
 - Bilinear: torchvision multiplies the image by its resampled fill mask, which darkens the one-pixel rim
   along the black fill a second time; here the rim is only blended with the zero padding once.
-- No resize: images must already have the training size (``ResizeIfNeeded`` runs in the workers).
+- No resize: images must already have the training size (``ResizeIfNeeded`` runs in the workers), and no
+  blur + JPEG (``data.augment.blur_jpeg_prob``): a JPEG encoder runs on the CPU, so the workers do it
+  before the batch is formed, in the CPU pipeline's order (``ffd.data.transforms.worker_steps``).
+- Settings that make every step the identity (the synthetic set's) return the batch as it is.
 """
 
 from __future__ import annotations
@@ -28,15 +31,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ffd.data.transforms import _INTERPOLATION  # the CPU pipeline's modes: grid_sample's names too
-from ffd.runtime import UserError
+# _INTERPOLATION: the CPU pipeline's modes, grid_sample's names too
+from ffd.data.transforms import _INTERPOLATION, AugmentError
 
 # torchvision's rgb_to_grayscale weights (ITU-R 601), which its adjust_contrast blends towards
 _GREY = (0.2989, 0.587, 0.114)
-
-
-class AugmentError(UserError):
-    """An augmentation setting outside its range."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +135,8 @@ class BatchAugment(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W) on the same device, each image with its own draw."""
+        if not (self.flip or self.rotation or self.zoom or self.translate or self.contrast):
+            return images
         return self.apply(images, self.sample_params(images.shape[0], images.shape[-2:], images.device))
 
 
