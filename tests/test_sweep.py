@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from cli import TINY_DATA, run_ffd
-from ffd.runtime import UserError
+from ffd.errors import UserError
 from ffd.sweep import SUMMARY, SweepSummary, without_common_folders
 
 GOOD = {

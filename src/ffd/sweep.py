@@ -29,10 +29,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ffd.runtime import UserError
+from ffd import resolvers  # noqa: F401  (run(cfg) resolves ${ffd.model_cache:})
+from ffd.console import table_console
+from ffd.errors import UserError
 
 OUTCOME = "outcome.json"
 SUMMARY = "summary.csv"
+# ffd.eval robustness=default: each job's robustness.json (in its folder), compared curve by curve.
+ROBUSTNESS = "robustness.json"
+ROBUSTNESS_SUMMARY = "robustness_summary.csv"
 # (column title, key in metrics.json's "metrics"): what tells a detector apart at a glance.
 METRICS = (("accuracy", "accuracy"), ("AUROC", "auroc"), ("AUPRC", "auprc"), ("F1", "f1"))
 
@@ -47,6 +52,7 @@ class Job:
     error: str | None
     report: Path | None  # its metrics.json; None for a command that writes no report
     summary: dict[str, Any] | None  # metrics.json's content, when it is there
+    objective: float | None = None  # what the job returned to the sweeper (ffd.train: best val AUROC)
 
     @property
     def settings(self) -> dict[str, str]:
@@ -61,7 +67,13 @@ class Job:
 
 
 def write_outcome(
-    folder: Path, sweep: str, num: int, overrides: list[str], error: str | None, report: Path | None
+    folder: Path,
+    sweep: str,
+    num: int,
+    overrides: list[str],
+    error: str | None,
+    report: Path | None,
+    objective: float | None = None,
 ) -> None:
     """Record how job ``num`` of sweep ``sweep`` (an id) ended, in its folder. Written whole, then renamed:
     each process of a multi-node job ends the same job."""
@@ -71,6 +83,7 @@ def write_outcome(
         "overrides": overrides,
         "error": error,
         "report": str(report) if report else None,
+        "objective": objective,
     }
     partial = folder / f".{OUTCOME}.{os.getpid()}"
     partial.write_text(json.dumps(outcome, indent=2) + "\n")
@@ -89,7 +102,17 @@ def read_jobs(sweep_dir: Path, sweep: str) -> list[Job]:
         summary = None
         if outcome["error"] is None and report is not None and report.is_file():
             summary = json.loads(report.read_text())
-        jobs.append(Job(outcome["job"], path.parent, outcome["overrides"], outcome["error"], report, summary))
+        jobs.append(
+            Job(
+                outcome["job"],
+                path.parent,
+                outcome["overrides"],
+                outcome["error"],
+                report,
+                summary,
+                outcome.get("objective"),
+            )
+        )
     return sorted(jobs, key=lambda job: job.num)
 
 
@@ -112,6 +135,20 @@ def without_common_folders(values: list[str]) -> list[str]:
     return ["…/" + "/".join(part[common:]) for part in parts]
 
 
+def column_titles(keys: list[str]) -> list[str]:
+    """Each override key by its last part (``model.optimizer.lr`` -> ``lr``) when that names it alone, so
+    that a search's columns fit a terminal; the whole key otherwise."""
+    last = [key.rsplit(".", 1)[-1] for key in keys]
+    return [short if last.count(short) == 1 else key for key, short in zip(keys, last, strict=True)]
+
+
+def shown_value(value: str) -> str:
+    """A sampled float (``0.00035747129226``) with 4 significant digits for the table; others as given."""
+    if re.fullmatch(r"-?\d*\.\d{5,}(e-?\d+)?|-?\d+(\.\d+)?e-?\d+", value):
+        return f"{float(value):.4g}"
+    return value
+
+
 def first_sentence(message: str, width: int = 100) -> str:
     """The first sentence of an error paragraph, for a table cell, cut in the middle if long (a path's end
     and the verb after it say the most); the CSV and the job's log have all of it."""
@@ -129,23 +166,32 @@ def _headline(job: Job) -> list[float | None] | None:
     return [job.summary["counts"]["images"], *(job.summary["metrics"].get(key) for _, key in METRICS)]
 
 
-def summary_table(jobs: list[Job]) -> Table:
-    """A row per job: its number, the overrides that vary, the report's headline numbers (null as n/a) and
-    whether it ran."""
+def summary_table(jobs: list[Job], objective: str | None = None) -> Table:
+    """A row per job: its number, the overrides that vary, what it returned to the sweeper (titled
+    ``objective``, when given), the report's headline numbers (null as n/a) and whether it ran."""
     keys = varying_keys(jobs)
     with_reports = any(job.summary is not None for job in jobs)
+    scored = objective is not None and any(job.objective is not None for job in jobs)
+    best = max((job.objective for job in jobs if job.objective is not None), default=None)
     table = Table(title=f"Sweep of {len(jobs)} job{'s' * (len(jobs) != 1)}")
     table.add_column("job", justify="right")
-    for key in keys:
-        table.add_column(key, overflow="fold")
+    for title in column_titles(keys):
+        table.add_column(title, overflow="fold")
+    if scored:
+        table.add_column(objective, justify="right")
     if with_reports:
         table.add_column("images", justify="right")
         for title, _ in METRICS:
             table.add_column(title, justify="right")
     table.add_column("status")
-    values = [without_common_folders([job.settings.get(key, "") for job in jobs]) for key in keys]
+    values = [
+        without_common_folders([shown_value(job.settings.get(key, "")) for job in jobs]) for key in keys
+    ]
     for row, job in enumerate(jobs):
         cells = [str(job.num), *(column[row] for column in values)]
+        if scored:
+            mark = " *" if job.objective is not None and job.objective == best else ""
+            cells.append("" if job.objective is None else f"{job.objective:.4f}{mark}")
         if with_reports:
             numbers = _headline(job)
             if numbers is None:
@@ -163,19 +209,68 @@ def write_summary_csv(path: Path, jobs: list[Job]) -> None:
     keys = varying_keys(jobs)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["job", *keys, "images", *(key for _, key in METRICS), "status", "error", "report"])
+        writer.writerow(
+            ["job", *keys, "objective", "images", *(key for _, key in METRICS), "status", "error", "report"]
+        )
         for job in jobs:
             numbers = _headline(job) or [None] * (1 + len(METRICS))
             writer.writerow(
                 [
                     job.num,
                     *(job.settings.get(key, "") for key in keys),
+                    "" if job.objective is None else repr(job.objective),
                     *("" if x is None else repr(x) for x in numbers),
                     job.status,
                     job.error or "",
                     job.report if job.summary is not None else "",
                 ]
             )
+
+
+def robustness_areas(jobs: list[Job]) -> dict[int, dict[str, Any]]:
+    """{job number: its robustness.json's clean AUROC and mean AUROC per perturbation} for the jobs that
+    wrote one; a sweep of ffd.eval robustness=default compares its models by these."""
+    areas = {}
+    for job in jobs:
+        path = job.folder / ROBUSTNESS
+        if job.error is None and path.is_file():
+            result = json.loads(path.read_text())
+            clean = next(row["auroc"] for row in result["rows"] if row["perturbation"] == "clean")
+            areas[job.num] = {"clean": clean} | {
+                name: area["auroc"] for name, area in result["curve_areas"].items()
+            }
+    return areas
+
+
+def robustness_table(jobs: list[Job], areas: dict[int, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows comparing the jobs' robustness curves: the overrides that vary, the clean
+    AUROC, then each perturbation's mean AUROC over its severities (empty for null)."""
+    keys = varying_keys(jobs)
+    names = list(dict.fromkeys(name for job_areas in areas.values() for name in job_areas))
+    measured = [job for job in jobs if job.num in areas]
+    values = [without_common_folders([job.settings.get(key, "") for job in measured]) for key in keys]
+    rows = [
+        [str(job.num), *(column[row] for column in values)]
+        + ["" if areas[job.num].get(name) is None else f"{areas[job.num][name]:.4f}" for name in names]
+        for row, job in enumerate(measured)
+    ]
+    return ["job", *keys, *(f"{name} AUROC" for name in names)], rows
+
+
+def print_robustness(
+    console: Console, sweep_dir: Path, jobs: list[Job], areas: dict[int, dict[str, Any]]
+) -> None:
+    """Print the robustness comparison and write it to robustness_summary.csv."""
+    header, rows = robustness_table(jobs, areas)
+    table = Table(title="Robustness: clean AUROC and mean AUROC over each perturbation's severities")
+    for column in header:
+        table.add_column(column, justify="right" if column.endswith("AUROC") or column == "job" else "left")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
+    with (sweep_dir / ROBUSTNESS_SUMMARY).open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    console.print(f"Robustness summary written to [bold]{escape(str(sweep_dir / ROBUSTNESS_SUMMARY))}[/bold]")
 
 
 def rerun_command(command: str, job: Job) -> str:
@@ -186,7 +281,7 @@ def rerun_command(command: str, job: Job) -> str:
 class SweepSummary(Callback):
     """Hydra callback: every job of a sweep records its outcome; the sweep ends with the table of them.
 
-    A job that failed on the user's input (``ffd.runtime.UserError``, its ``ffd: error:`` already printed)
+    A job that failed on the user's input (``ffd.errors.UserError``, its ``ffd: error:`` already printed)
     is handed back to the sweeper as one that returned None: Hydra's basic sweeper would otherwise end the
     sweep with a traceback of it, before this summary. Optuna counts a None as a failed trial, as it did
     the error. The sweep still exits 1, after the table. A bug keeps its traceback."""
@@ -207,6 +302,7 @@ class SweepSummary(Callback):
             return  # a bug: Hydra shows its traceback
         folder = Path(config.hydra.runtime.output_dir)
         report = OmegaConf.select(config, "callbacks.report.output_dir")
+        returned = None if failed else job_return.return_value
         write_outcome(
             folder,
             self.sweep,
@@ -214,6 +310,7 @@ class SweepSummary(Callback):
             list(job_return.overrides or []),
             str(error) if error is not None else None,
             Path(report) / "metrics.json" if report else None,
+            float(returned) if isinstance(returned, int | float) else None,
         )
         if failed:  # only once recorded: a failure the summary could not show stays Hydra's
             job_return.status = JobStatus.COMPLETED
@@ -226,12 +323,17 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = read_jobs(sweep_dir, self.sweep)
         failed = [job for job in jobs if job.error is not None]
-        if not failed and all(job.summary is None for job in jobs):
+        areas = robustness_areas(jobs)
+        if not failed and not areas and all(job.summary is None for job in jobs):
             return
-        console = Console()
-        console.print(summary_table(jobs))
+        console = table_console()
+        # ffd.train returns its tested epoch's validation AUROC, which a search maximises (* the best)
+        objective = "val AUROC" if config.hydra.job.name == "train" else None
+        console.print(summary_table(jobs, objective))
         write_summary_csv(sweep_dir / SUMMARY, jobs)
         console.print(f"Sweep summary written to [bold]{escape(str(sweep_dir / SUMMARY))}[/bold]")
+        if areas:
+            print_robustness(console, sweep_dir, jobs, areas)
         if failed:
             reruns = [
                 f"  {rerun_command(config.hydra.job.name, job)}    # job {job.num}: {job.folder}"
