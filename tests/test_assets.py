@@ -135,7 +135,7 @@ def test_a_damaged_wheel_is_one_clear_error_and_leaves_nothing(offline: None, tm
 def test_the_configs_model_cache_is_the_assets_cache_also_without_home(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from ffd.runtime import model_cache
+    from ffd.resolvers import model_cache
 
     monkeypatch.delenv("FFD_CACHE", raising=False)
     monkeypatch.delenv("HOME", raising=False)

@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from torchvision.io import encode_jpeg
 
 import ffd
-from ffd.data.index import DatasetIndex, DatasetLayoutError, index_dataset
+from ffd.data.index import DatasetIndex, index_dataset
+from ffd.errors import DatasetLayoutError
 
 KAGGLE_NEST = "real_vs_fake/real-vs-fake"
 CONF = Path(ffd.__file__).resolve().parent / "conf"

@@ -15,10 +15,10 @@ from torch.utils.data import DistributedSampler
 
 from ffd.data import datamodule
 from ffd.data.datamodule import FacesDataModule, collate_faces
-from ffd.data.index import DatasetLayoutError, index_dataset
+from ffd.data.index import index_dataset
 from ffd.data.synthetic import generate
+from ffd.errors import DatasetLayoutError, UserError
 from ffd.images import read_rgb
-from ffd.runtime import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -232,7 +232,7 @@ def test_missing_root_error_from_the_module() -> None:
 )
 def test_loader_options_that_cannot_work_are_refused_before_indexing(faces: Path, options, message) -> None:
     """torch's DataLoader refused these only after the data set was indexed and the model built."""
-    from ffd.runtime import UserError
+    from ffd.errors import UserError
 
     with pytest.raises(UserError) as error:
         FacesDataModule(str(faces), **options)

@@ -20,9 +20,10 @@ from cli import TINY_DATA, run_dirs, run_ffd
 from ffd.assets import sha256_of
 from ffd.data.synthetic import generate
 from ffd.deploy.parity import changed_verdicts, latency
-from ffd.deploy.pipeline import REPORT_NAME, limit_outcome
+from ffd.deploy.pipeline import REPORT_NAME
+from ffd.deploy.results import limit_outcome
 from ffd.deploy.session import INPUT_NAME, OUTPUT_NAME, PRECISIONS, ModelInfo, OnnxDetector
-from ffd.models.classifier import load_classifier
+from ffd.models.checkpoint import load_classifier
 from ffd.report import verdict
 
 # Latency settings kept tiny (the figures are not checked, only that they are there), and the int8 AUROC

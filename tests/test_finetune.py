@@ -15,8 +15,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, TensorDataset
 
 from ffd.callbacks.finetune import BackboneFinetuning, forward_order_layers
+from ffd.errors import UserError
 from ffd.models import DenseNetDetector, VisionTransformer
-from ffd.runtime import UserError
 
 LR = 1e-3
 # densenet121 has 120 convolutions (its layers; BatchNorm excluded); the top 25% are the last 30: both

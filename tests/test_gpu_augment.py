@@ -9,7 +9,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ffd.data.gpu_augment import AugmentError, AugmentParams, BatchAugment
-from ffd.runtime import UserError
+from ffd.errors import UserError
 
 S = 32  # image size of every test batch
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ffd.images import NOT_REGULAR, UnreadableImageError, find_images, looks_like_image, read_rgb
+from ffd.errors import UnreadableImageError
+from ffd.images import NOT_REGULAR, find_images, looks_like_image, read_rgb
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)

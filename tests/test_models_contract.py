@@ -146,7 +146,7 @@ def test_training_settings_that_cannot_work_are_refused_when_the_model_is_built(
     optimizer, scheduler, message
 ):
     """These failed in configure_optimizers (or inside AdamW), after the data were indexed: a traceback."""
-    from ffd.runtime import UserError
+    from ffd.errors import UserError
 
     net = {"name": "vit", "image_size": 16, "dim": 8, "depth": 1}
     with pytest.raises(UserError) as error:
@@ -156,7 +156,8 @@ def test_training_settings_that_cannot_work_are_refused_when_the_model_is_built(
 
 def test_a_checkpoint_that_needs_pickled_code_is_refused_in_one_line(tmp_path) -> None:
     """PyTorch's own message advises weights_only=False; ffd's error must not pass that advice on."""
-    from ffd.models.classifier import CheckpointError, load_classifier
+    from ffd.errors import CheckpointError
+    from ffd.models.checkpoint import load_classifier
 
     path = tmp_path / "model.ckpt"
     torch.save(nn.Linear(2, 1), path)  # a whole pickled module, not a state dict
@@ -169,7 +170,8 @@ def test_a_checkpoint_that_needs_pickled_code_is_refused_in_one_line(tmp_path) -
 
 def test_an_onnx_file_given_as_a_checkpoint_names_the_command_that_reads_it(tmp_path) -> None:
     """ffd.eval ckpt_path=model.onnx said 'not a PyTorch file of tensors'."""
-    from ffd.models.classifier import CheckpointError, load_classifier
+    from ffd.errors import CheckpointError
+    from ffd.models.checkpoint import load_classifier
 
     path = tmp_path / "vit_64px_fp32.onnx"
     path.write_bytes(b"\x08\x07onnx-bytes")

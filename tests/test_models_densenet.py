@@ -12,9 +12,8 @@ from huggingface_hub import constants as hf_constants
 from safetensors.torch import save_file
 from torch import nn
 
+from ffd.errors import UserError, WeightsError
 from ffd.models import DenseNetDetector, create_net, densenet
-from ffd.models.densenet import WeightsError
-from ffd.runtime import UserError
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from ffd.errors import UserError
 from ffd.models import VisionTransformer
 from ffd.models.vit import Attention
-from ffd.runtime import UserError
 
 
 def _images(batch: int, size: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -25,11 +26,15 @@ from torchvision.io import write_jpeg, write_png
 from cli import run_dirs, run_ffd
 from ffd.assets import sha256_of
 from ffd.data.transforms import eval_transform
+from ffd.errors import UserError
 from ffd.images import find_images, read_rgb
-from ffd.inference import OUTPUT_FILES, Prediction, PredictRun, predict
-from ffd.models.classifier import load_classifier
+from ffd.inference import predict
+from ffd.models.checkpoint import load_classifier
+from ffd.models.notes import update_notes
+from ffd.predictions import OUTPUT_FILES, Prediction, PredictRun
 from ffd.report import verdict
-from ffd.runtime import UserError, exit_on_user_error
+from ffd.runtime import exit_on_user_error
+from ffd.trust.decision import decision_for
 
 
 def random_image(height: int, width: int, seed: int) -> torch.Tensor:
@@ -59,11 +64,13 @@ def quiet() -> Console:
 
 
 def reference_probs(checkpoint: Path, files: list[Path]) -> np.ndarray:
-    """P(fake) straight from the model, one image at a time, with the evaluation's resize."""
+    """P(fake) straight from the model, one image at a time, with the evaluation's resize, calibrated
+    with the temperature training stored in the checkpoint (as predict reports it)."""
     model = load_classifier(checkpoint).eval()
     resize = eval_transform(model.image_size)
     with torch.inference_mode():
-        return np.array([torch.sigmoid(model(resize(read_rgb(f))[None])).item() for f in files])
+        raw = np.array([torch.sigmoid(model(resize(read_rgb(f))[None])).item() for f in files])
+    return decision_for(model.notes, None).calibrate(raw)
 
 
 def threshold_between(probs: np.ndarray) -> float:
@@ -97,7 +104,8 @@ def test_folder_gives_a_row_per_image_and_lists_the_corrupt_file(tiny_checkpoint
     np.testing.assert_allclose([float(r["p_fake"]) for r in rows], expected, atol=1e-5)
     summary = json.loads((out / "predictions.json").read_text())
     real = sum(r.verdict == "real" for r in result.rows)
-    assert summary["counts"] == {"images": 4, "real": real, "fake": 4 - real, "unreadable": 1}
+    counts = {"images": 4, "photos": 4, "faces": 0, "real": real, "fake": 4 - real, "no_face": 0}
+    assert summary["counts"] == counts | {"unreadable": 1}
     assert summary["threshold"] == threshold and summary["model"]["runtime"] == "pytorch"
     assert summary["unreadable"] == [{"path": corrupt[0], "reason": corrupt[1]}]
     assert "\t".join(corrupt) in (out / "bad_files.txt").read_text().splitlines()
@@ -173,8 +181,9 @@ def test_a_list_input_through_the_command_line(tiny_checkpoints, photos, tmp_pat
     listing.write_text("# two images, one missing file\na.png\nsub/c.png\nsub/missing.jpg\n")
     typed = listing.relative_to(tmp_path)
     result = run_ffd(
-        "ffd.predict", f"input={typed}", f"model={tiny_checkpoints['vit']}", "threshold=0.5", root=tmp_path
-    )
+        "ffd.predict", f"input={typed}", f"model={tiny_checkpoints['vit']}", "threshold=0.5", "face=none",
+        root=tmp_path,
+    )  # fmt: skip
     (run,) = run_dirs(tmp_path, "predict")
     with (run / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -351,7 +360,7 @@ def test_the_run_is_recorded_for_its_log(tiny_checkpoints, photos, tmp_path, cap
 
 @pytest.mark.parametrize(
     "option",
-    [{"threshold": "abc"}, {"threshold": None}, {"batch_size": 0}, {"device": "gpu"}, {"overwrite": "no"}],
+    [{"threshold": "abc"}, {"threshold": 1.5}, {"batch_size": 0}, {"device": "gpu"}, {"overwrite": "no"}],
 )
 def test_an_option_out_of_range_is_named_before_the_model_loads(photos, tmp_path, capsys, option):
     with pytest.raises(SystemExit) as stop:
@@ -423,3 +432,45 @@ def test_an_empty_input_or_output_is_refused_not_read_as_the_current_folder(
         )
     assert f"{key}= is empty" in capsys.readouterr().err
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_the_stored_decision_is_used_unless_threshold_overrides_it(tiny_checkpoints, photos, tmp_path):
+    """Training stores a threshold chosen on validation; predict applies it, and says so."""
+    from ffd.deploy.convert import export_onnx
+
+    checkpoint = tmp_path / "vit.ckpt"
+    shutil.copyfile(tiny_checkpoints["vit"], checkpoint)
+    expected = reference_probs(checkpoint, [photos / name for name in READABLE])
+    stored = threshold_between(expected)
+    decision = {"policy": "eer", "threshold": stored, "temperature": 1.0, "chosen_on": "validation"}
+    update_notes(checkpoint, decision=decision)
+    exported = tmp_path / "vit.onnx"
+    export_onnx(load_classifier(checkpoint).eval(), exported, sha256_of(checkpoint))
+    for model in (checkpoint, exported):
+        console = quiet()
+        run = predict(photos, model, tmp_path / model.suffix[1:], num_workers=0, console=console)
+        said = console.file.getvalue()
+        assert run.threshold == stored, model
+        assert f"> {stored:.4g} (chosen on validation (policy eer))" in said
+        assert [row.verdict for row in run.rows] == [verdict(p, stored)[0] for p in expected]
+        assert {row.verdict for row in run.rows} == {"real", "fake"}
+        written = json.loads((tmp_path / model.suffix[1:] / "predictions.json").read_text())
+        assert written["threshold"] == stored and written["decision"]["source"].startswith("chosen on")
+    console = quiet()
+    run = predict(photos, checkpoint, tmp_path / "override", 0.0, num_workers=0, console=console)
+    assert run.threshold == 0.0 and {row.verdict for row in run.rows} == {"fake"}
+    assert "(threshold= on the command line)" in console.file.getvalue()
+
+
+def test_a_stored_temperature_calibrates_the_reported_probability(tiny_checkpoints, photos, tmp_path):
+    checkpoint = tmp_path / "vit.ckpt"
+    shutil.copyfile(tiny_checkpoints["vit"], checkpoint)
+    update_notes(checkpoint, decision={"policy": "fixed", "threshold": 0.5, "temperature": 1.0})
+    plain = predict(photos, checkpoint, tmp_path / "plain", num_workers=0, console=quiet())
+    update_notes(checkpoint, decision={"policy": "fixed", "threshold": 0.5, "temperature": 4.0})
+    console = quiet()
+    soft = predict(photos, checkpoint, tmp_path / "soft", num_workers=0, console=console)
+    raw = np.array([row.p_fake for row in plain.rows])
+    logit = np.log(raw / (1 - raw))
+    np.testing.assert_allclose([row.p_fake for row in soft.rows], 1 / (1 + np.exp(-logit / 4)), atol=1e-6)
+    assert "calibrated with temperature 4" in console.file.getvalue()

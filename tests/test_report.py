@@ -23,6 +23,8 @@ from ffd.report import (
     compute_metrics,
     confusion_figure,
     pick_verdict_examples,
+    pr_figure,
+    roc_figure,
     verdict,
     verdicts_figure,
     write_report,
@@ -200,6 +202,20 @@ def test_a_ratio_of_zero_over_zero_is_null_with_a_note_not_zero(tmp_path, labels
     assert all(name not in note.split(":")[0] for name in set(ratios) - expected_null)
 
 
+@pytest.mark.parametrize("draw", [roc_figure, pr_figure])
+def test_a_perfect_curve_is_drawn_inside_the_view_not_on_its_frame(draw):
+    """At a perfect score the ROC curve runs along x=0 and y=1 (PR along y=1 and x=1): a view that ends
+    there hides the curve under the frame."""
+    labels, probs = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
+    figure = draw(labels, probs, 1.0)
+    (ax,) = figure.axes
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    curve = ax.get_lines()[0].get_xydata()
+    assert x0 < curve[:, 0].min() and curve[:, 0].max() < x1
+    assert y0 < curve[:, 1].min() and curve[:, 1].max() < y1
+    plt.close(figure)
+
+
 def test_json_safe_turns_every_non_finite_number_into_null():
     from ffd.report import json_safe
 
@@ -228,7 +244,7 @@ def test_verdict_tiles_cut_long_file_names_and_a_small_grid_fits_its_title(tmp_p
 @pytest.mark.parametrize("threshold", [1.5, -0.1, "abc", True])
 def test_a_report_threshold_out_of_range_is_refused_at_once(tmp_path, threshold):
     from ffd.callbacks.report import ReportWriter
-    from ffd.runtime import UserError
+    from ffd.errors import UserError
 
     typed = str(threshold).lower() if isinstance(threshold, bool) else threshold  # as on the command line
     with pytest.raises(UserError, match=f"callbacks.report.threshold={typed} is not a probability"):
@@ -361,7 +377,7 @@ def test_resuming_into_the_interrupted_runs_checkpoint_folder_gives_no_warning(t
 def test_predict_writes_the_reports_prediction_columns_less_the_label(tmp_path, predictions):
     """ffd.predict wrote path, verdict, confidence, p_fake and the test report path, label, p_fake, verdict,
     confidence: two files of the same images that did not line up."""
-    from ffd.inference import PREDICTION_COLUMNS
+    from ffd.predictions import PREDICTION_COLUMNS
 
     write_report(tmp_path, predictions)
     with (tmp_path / "predictions.csv").open(newline="") as handle:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ffd.runtime import UserError, folder_instead_of_file, list_option, refuse_earlier_outputs
+from ffd.errors import UserError
+from ffd.options import folder_instead_of_file, list_option
+from ffd.outputs import refuse_earlier_outputs
 
 CHOICES = ("fp32", "fp16", "int8")
 
@@ -153,7 +155,7 @@ def test_under_ddp_process_0_alone_prints_a_shared_user_error(monkeypatch, capsy
     from lightning.pytorch.utilities import rank_zero_only
 
     from ffd import runtime
-    from ffd.data.index import DatasetLayoutError
+    from ffd.errors import DatasetLayoutError
 
     monkeypatch.setattr(rank_zero_only, "rank", rank)
 
@@ -173,7 +175,7 @@ def test_under_ddp_process_0_alone_prints_a_shared_user_error(monkeypatch, capsy
 @pytest.mark.parametrize("value", ["no", "off", "yes", 0, 1, None])
 def test_a_switch_given_a_word_or_number_is_refused_naming_the_true_and_false_it_takes(tmp_path, value):
     """Hydra reads test=no as the word "no", which Python takes as true: the test ran."""
-    from ffd.runtime import flag_problem
+    from ffd.options import flag_problem
     from ffd.train import train
 
     typed = "null" if value is None else value

@@ -39,17 +39,10 @@ from ffd.segmentation.landmarks import (
     FaceLandmarker,
     start_up_chatter_dropped,
 )
-from ffd.segmentation.pipeline import (
-    OUTPUT_SUFFIXES,
-    Annotation,
-    SegmentError,
-    Summary,
-    fit,
-    output_names,
-    run,
-    segment_one,
-)
+from ffd.segmentation.outputs import OUTPUT_SUFFIXES, output_names
+from ffd.segmentation.pipeline import Annotation, SegmentError, fit, run, segment_one
 from ffd.segmentation.regions import REGION_CLASSES, label_map, outlines, region_masks
+from ffd.segmentation.summary import Summary
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 NOSE_TIP = 1  # MediaPipe's nose-tip landmark (canonical face model)

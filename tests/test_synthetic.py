@@ -11,8 +11,8 @@ from torchmetrics.functional.classification import binary_auroc
 
 from ffd.data.index import index_dataset
 from ffd.data.synthetic import FINGERPRINT_GAIN, MARKER, gan_upsample, generate, main
+from ffd.errors import UserError
 from ffd.images import read_rgb
-from ffd.runtime import UserError
 
 
 def file_bytes(root: Path) -> dict[str, bytes]:

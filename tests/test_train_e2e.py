@@ -323,10 +323,11 @@ def test_a_resumed_fit_keeps_the_best_epoch_found_before_the_interruption(tmp_pa
 
 @pytest.mark.parametrize(
     ("command", "module", "extra"),
-    [("ffd.segment", "mediapipe", "segment"), ("ffd.export", "onnxruntime", "export")],
+    [("ffd.segment", "mediapipe", None), ("ffd.export", "onnxruntime", "export")],
 )
-def test_a_missing_optional_dependency_names_the_extra_to_install(tmp_path, command, module, extra):
-    """As after a plain `pip install -e .`: the package is shadowed by one that cannot be imported."""
+def test_a_missing_dependency_names_what_to_install(tmp_path, command, module, extra):
+    """As after a plain `pip install -e .` (an optional extra) or a broken install (mediapipe, a core
+    dependency): the package is shadowed by one that cannot be imported."""
     (tmp_path / "shadow" / module).mkdir(parents=True)
     (tmp_path / "shadow" / module / "__init__.py").write_text(
         f"raise ModuleNotFoundError({f'No module named {module}'!r}, name={module!r})"
@@ -335,7 +336,8 @@ def test_a_missing_optional_dependency_names_the_extra_to_install(tmp_path, comm
     shadow = {"PYTHONPATH": str(tmp_path / "shadow")}
     result = run_ffd(command, *args, root=tmp_path, expect_ok=False, env=shadow)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert f'pip install -e ".[{extra}]"' in result.stderr
+    assert (f'pip install -e ".[{extra}]"' if extra else "pip install -e . in a clone") in result.stderr
+    assert f"needs {module}" in result.stderr
 
 
 @pytest.mark.parametrize(("command", "key"), [("ffd.predict", "model"), ("ffd.segment", "input")])

@@ -33,7 +33,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 from rich.text import Text
 
-from ffd.runtime import UserError
+from ffd.errors import UserError
 
 log = logging.getLogger(__name__)
 

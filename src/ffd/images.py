@@ -22,6 +22,8 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
 
+from ffd.errors import ImageInputError, UnreadableImageError
+
 # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec, warning on every call.
 # They are still the fastest decoder we can depend on; this module is the one place to switch later.
 warnings.filterwarnings(
@@ -52,28 +54,6 @@ _SIGNATURES = {
 # orientation and animations torchvision.io ignores or refuses.
 _FOR_PILLOW = frozenset({"PNG", "BMP", "TIFF", "WebP"})
 _SIXTEEN_BIT_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow's modes for 16-bit grey
-_REPLACE = "re-download or re-export it, or remove it from the folder"
-
-
-class UnreadableImageError(ValueError):
-    """A file that is not a decodable image (empty, truncated, corrupt or another format).
-
-    ``reason`` says why in a few words, without the path: what a listing shows beside the path in a
-    column of its own (bad_files.txt, predictions.json, the tables of ffd.predict and ffd.segment), worded
-    as the index's reasons are (ffd.data.index). The message, for an error shown alone, names the file and
-    what to do about it.
-    """
-
-    def __init__(self, path: str | Path, reason: str, fix: str = _REPLACE) -> None:
-        super().__init__(str(path), reason, fix)  # the arguments, so that a copy (pickle) is the same error
-        self.path, self.reason, self.fix = str(path), reason, fix
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}; {self.fix}."
-
-
-class ImageInputError(ValueError):
-    """An ``input=`` that names no image: a path that does not exist, an empty folder, glob or list."""
 
 
 def _image_format(head: bytes) -> str | None:

@@ -27,7 +27,8 @@ from matplotlib.figure import Figure
 from torchmetrics.functional import classification as tmf
 
 from ffd import LABELS
-from ffd.images import UnreadableImageError, read_rgb
+from ffd.errors import UnreadableImageError
+from ffd.images import read_rgb
 
 FAKE_COLOUR = "#e34a33"
 # What write_report leaves in its folder.
@@ -39,6 +40,7 @@ REPORT_FILES = (
     "roc.png",
     "pr.png",
     "verdicts.png",
+    "reliability.png",
 )
 
 
@@ -156,11 +158,12 @@ def _curve_figure(
     title: str,
     legend: str,
 ) -> Figure:
-    """A curve in the unit square with its chance baseline: the shape shared by ROC and PR plots."""
+    """A curve in the unit square with its chance baseline: the shape shared by ROC and PR plots. The view
+    reaches a little past the square, so that a perfect curve (along its edges) is not hidden by the frame."""
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
-    ax.plot(x.numpy(), y.numpy(), color=FAKE_COLOUR, lw=2, label=label)
+    ax.plot(x.numpy(), y.numpy(), color=FAKE_COLOUR, lw=2, label=label, zorder=3)
     baseline(ax)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))
     ax.legend(loc=legend)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -285,17 +288,34 @@ def write_report(
     unreadable_in_test: int | None = None,
     extra: Mapping[str, Any] | None = None,
     verdict_images: int = 16,
+    decision: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Figure]]:
     """Write the whole report into ``output_dir``; return the metrics summary and the figures.
 
     ``bad_files`` go to bad_files.txt; ``unreadable_in_test`` (default: their number) is the count beside
-    the test images in metrics.json."""
+    the test images in metrics.json. ``decision`` (a checkpoint's notes["decision"], chosen on validation)
+    adds the metrics of ``sigmoid(logit / T) > threshold`` beside those at ``threshold``."""
+    from ffd.trust.metrics import reliability_figure, too_small_note, trust_metrics
+
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels, probs = predictions.labels.astype(int), predictions.probs
     real, fake = int((labels == 0).sum()), int((labels == 1).sum())
     metrics = compute_metrics(labels, predictions.logits, threshold)
+    metrics |= trust_metrics(labels, probs, threshold)
     notes = [note for note in (one_class_note(real, fake), undefined_ratio_note(metrics)) if note]
+    # Apart from "notes" (about the test set's classes): why an operating point could not be measured.
+    chosen: dict[str, Any] = {"metric_notes": [note] if (note := too_small_note(labels)) else []}
+    if decision and "threshold" in decision:
+        temperature = float(decision.get("temperature") or 1.0)
+        calibrated = predictions.logits / temperature
+        at = float(decision["threshold"])
+        chosen = {
+            "decision": dict(decision),
+            "metrics_at_chosen_threshold": compute_metrics(labels, calibrated, at)
+            | trust_metrics(labels, 1.0 / (1.0 + np.exp(-calibrated.astype(np.float64))), at),
+            "test_ece_before_calibration": metrics["ece"],
+        }
     (tn, fp), (fn, tp) = tmf.binary_confusion_matrix(
         torch.as_tensor(probs), torch.as_tensor(labels).long(), threshold
     ).tolist()
@@ -316,6 +336,7 @@ def write_report(
         "labels": {"0": LABELS[0], "1": LABELS[1], "probability": "P(fake)"},
         "model": dict(model or {}),
         "data": dict(data or {}),
+        **chosen,
         **dict(extra or {}),
         "notes": notes,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -329,6 +350,7 @@ def write_report(
         figures["roc"] = roc_figure(labels, probs, metrics["auroc"])
         figures["pr"] = pr_figure(labels, probs, metrics["auprc"])
     figures["verdicts"] = verdicts_figure(predictions, threshold, verdict_images)
+    figures["reliability"] = reliability_figure(labels, probs)
     with warnings.catch_warnings():
         # A file name in a script the font lacks (CJK) is drawn with boxes; the CSV has it exact.
         warnings.filterwarnings("ignore", message="Glyph .* missing from")

@@ -11,12 +11,20 @@ from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ffd.callbacks.report import ReportWriter, gather_lists
+from ffd.errors import UserError
 from ffd.hints import suggest_keys
-from ffd.models.classifier import read_checkpoint
-from ffd.runtime import UserError, exit_on_user_error, flag_problem, instantiate_all, make_trainer
+from ffd.models.card import training_card
+from ffd.models.checkpoint import read_checkpoint
+from ffd.models.notes import update_notes
+from ffd.options import flag_problem
+from ffd.runtime import exit_on_user_error, instantiate_all, make_trainer
+from ffd.trust import decision as trust_decision
+from ffd.trust.audit import warn_at_training_start
 
 log = logging.getLogger("ffd.train")
 
@@ -32,7 +40,7 @@ def continue_checkpoints(cfg: DictConfig) -> None:
     read_checkpoint(cfg.ckpt_path, expected_net=cfg.model.net.name)  # a clear error for a wrong path or file
     folder = str(Path(cfg.ckpt_path).expanduser().resolve().parent)
     for name, callback in (cfg.get("callbacks") or {}).items():
-        if callback and str(callback.get("_target_", "")).endswith("ModelCheckpoint"):
+        if callback and str(callback.get("_target_", "")).endswith(("ModelCheckpoint", "LatestCheckpoint")):
             cfg.callbacks[name].dirpath = folder
     log.info("Resuming from %s: checkpoints continue in %s.", cfg.ckpt_path, folder)
 
@@ -68,6 +76,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if problem := flag_problem(cfg.get("test", False), "test"):
         raise UserError(f"{problem}.")
     refuse_frozen_random_backbone(cfg)
+    choice = cfg.get("threshold") or {}
+    calibration = str(cfg.get("calibration") or "none")
+    trust_decision.check_options(
+        str(choice.get("policy", "fixed")), choice.get("value", 0.5), choice.get("fpr", 0.01), calibration
+    )
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("ckpt_path"):
         continue_checkpoints(cfg)
@@ -81,6 +94,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "is built for (and records) the first, the data loaders deliver the second. Drop the "
             "model.net.image_size override (it follows data.image_size) or set data.image_size to match."
         )
+    if cfg.get("audit_at_start", True):  # do the files alone tell real from fake? (docs/audit.md)
+        warn_at_training_start(datamodule, seed=cfg.seed)
     loggers = instantiate_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = make_trainer(
         cfg, loggers, {"model/parameters": sum(p.numel() for p in model.parameters())}
@@ -100,11 +115,57 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
         if not best:
             log.warning("No best checkpoint was saved; testing the weights as they are after fitting.")
+        else:
+            store_decision(trainer, model, datamodule, best, choice, calibration)
         trainer.test(
             model, datamodule=datamodule, ckpt_path=best or None, verbose=False
         )  # the report prints its table
         metrics.update(trainer.callback_metrics)
-    return {name: float(value) for name, value in metrics.items()}
+    metrics = {name: float(value) for name, value in metrics.items()}
+    write_card(trainer, training_card(datamodule, model.net_name, metrics))
+    return metrics
+
+
+def store_decision(
+    trainer: L.Trainer, model: Any, datamodule: Any, best: str, choice: Any, calibration: str
+) -> None:
+    """Choose the threshold (and temperature) on the validation logits of the checkpoint that is tested,
+    never on test, and store them in every checkpoint file; the test report then shows both."""
+    collector = trust_decision.ValidationLogits()
+    trainer.callbacks.append(collector)
+    loggers, trainer.loggers = trainer.loggers, []  # a re-run, not an epoch: one row per epoch
+    try:
+        trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    finally:
+        trainer.callbacks.remove(collector)
+        trainer.loggers = loggers
+    # every process's share of the validation split (under DDP each saw its own)
+    labels, logits = gather_lists(collector.labels, trainer), gather_lists(collector.logits, trainer)
+    notes = trust_decision.choose(
+        np.asarray(labels),
+        np.asarray(logits),
+        str(choice.get("policy", "fixed")),
+        choice.get("value", 0.5),
+        choice.get("fpr", 0.01),
+        calibration,
+    )
+    log.info("Decision chosen on validation: %s", notes)
+    for callback in trainer.callbacks:
+        if isinstance(callback, ReportWriter):
+            callback.decision = notes
+    if trainer.global_rank == 0:
+        folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if c.dirpath}
+        for file in sorted({file.resolve() for folder in folders for file in folder.glob("*.ckpt")}):
+            update_notes(file, decision=notes)
+
+
+def write_card(trainer: L.Trainer, card: dict[str, Any]) -> None:
+    """Put the model card into every checkpoint file the fit wrote (the best and last.ckpt)."""
+    if trainer.global_rank != 0:
+        return
+    folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if c.dirpath}
+    for file in sorted({file.resolve() for folder in folders for file in folder.glob("*.ckpt")}):
+        update_notes(file, card=card)
 
 
 @suggest_keys("train")

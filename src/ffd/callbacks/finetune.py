@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
-from ffd.runtime import UserError
+from ffd.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,21 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
-from rich.console import Console
 from rich.table import Table
 
 from ffd import record
+from ffd.console import table_console
+from ffd.errors import UserError
+from ffd.options import threshold_problem
 from ffd.report import Predictions, json_safe, write_bad_files, write_report
-from ffd.runtime import UserError, threshold_problem
 
 
-def _gather(items: list[Any], trainer: L.Trainer) -> list[Any]:
+def _shown(value: float | None) -> str:
+    """A metric as the table shows it; n/a for one the split cannot give (None or NaN)."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def gather_lists(items: list[Any], trainer: L.Trainer) -> list[Any]:
     """All ranks' lists, concatenated (a no-op on one process)."""
     if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
         return items
@@ -56,6 +62,8 @@ class ReportWriter(L.Callback):
         self._test_bad: set[tuple[str, str]] = set()  # the test split's, for the counts beside its metrics
         self._rows: list[tuple[str, int, float]] = []
         self.summary: dict[str, Any] | None = None
+        # notes["decision"] of the tested checkpoint (train sets it; eval's model carries it in .notes)
+        self.decision: dict[str, Any] | None = None
 
     def _collect_bad(self, batch: Any) -> set[tuple[str, str]]:
         bad = batch.get("bad", ()) if isinstance(batch, dict) else ()
@@ -80,7 +88,7 @@ class ReportWriter(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A fit that is not tested (test=false) lists the files it skipped too; a test rewrites the list."""
-        self._write_fit_bad_files(trainer, set(_gather(sorted(self.bad_files), trainer)))
+        self._write_fit_bad_files(trainer, set(gather_lists(sorted(self.bad_files), trainer)))
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -125,13 +133,13 @@ class ReportWriter(L.Callback):
         self._rows.extend(zip(paths, labels, logits, strict=True))
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        rows = _gather(self._rows, trainer)
+        rows = gather_lists(self._rows, trainer)
         datamodule = getattr(trainer, "datamodule", None)
-        bad = set(_gather(sorted(self.bad_files), trainer)) | set(
+        bad = set(gather_lists(sorted(self.bad_files), trainer)) | set(
             getattr(datamodule, "bad_files", None) or ()
         )
         index = getattr(datamodule, "index", None)
-        test_bad = set(_gather(sorted(self._test_bad), trainer))
+        test_bad = set(gather_lists(sorted(self._test_bad), trainer))
         test_bad |= set(index.skipped_by_split.get("test", [])) if index is not None else set()
         if not rows:  # the same on every rank (gathered): all of them stop
             if trainer.is_global_zero:
@@ -158,6 +166,7 @@ class ReportWriter(L.Callback):
             unreadable_in_test=len(test_bad),
             extra={"checkpoint": trainer.ckpt_path or getattr(pl_module, "checkpoint_path", None)},
             verdict_images=self.verdict_images,
+            decision=self.decision or getattr(pl_module, "notes", {}).get("decision"),
         )
         self._to_tensorboard(trainer, figures)
         for fig in figures.values():
@@ -194,13 +203,20 @@ class ReportWriter(L.Callback):
         table = Table(title=f"Test report, threshold {summary['threshold']:g}")
         table.add_column("metric")
         table.add_column("value", justify="right")
-        table.add_row("images (real / fake)", f"{counts['images']} ({counts['real']} / {counts['fake']})")
+        chosen = summary.get("metrics_at_chosen_threshold")
+        if chosen:
+            decision = summary["decision"]
+            table.add_column(
+                f"at {decision['threshold']:.4g}, T={decision.get('temperature') or 1:.3g}", justify="right"
+            )
+        images = f"{counts['images']} ({counts['real']} / {counts['fake']})"
+        table.add_row("images (real / fake)", images, *([images] if chosen else []))
         for name, value in summary["metrics"].items():
-            table.add_row(name, "n/a" if math.isnan(value) else f"{value:.4f}")
+            table.add_row(name, _shown(value), *([_shown(chosen.get(name))] if chosen else []))
         table.add_row("unreadable test files skipped", str(counts["unreadable_skipped"]))
-        console = Console()
+        console = table_console()
         console.print(table)
-        for note in summary["notes"]:
+        for note in summary["notes"] + summary.get("metric_notes", []):
             console.print(note, markup=False)
         console.print(f"Report written to [bold]{self.output_dir}[/bold]")
         record.info(

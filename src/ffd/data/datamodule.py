@@ -31,7 +31,7 @@ from ffd import LABELS, record
 from ffd.data import synthetic as synthetic_set
 from ffd.data.gpu_augment import BatchAugment
 from ffd.data.index import SPLITS, DatasetIndex, DatasetLayoutError, check_root, index_dataset
-from ffd.data.transforms import eval_transform, train_transform
+from ffd.data.transforms import check_blur_jpeg_prob, eval_transform, train_transform, worker_steps
 from ffd.images import UnreadableImageError, read_rgb
 from ffd.runtime import UserError, count_problem, workers_problem
 
@@ -145,7 +145,8 @@ class FacesDataModule(L.LightningDataModule):
 
     `synthetic` (image_size, train, val, test, seed) generates the demo set at `root` in prepare_data.
     `augment`: True for the reference augmentation, False for none, or a mapping of
-    `ffd.data.transforms.train_transform` arguments. `augment_on`: "cpu" augments each image in the loader
+    `ffd.data.transforms.train_transform` arguments, `blur_jpeg_prob` included (CNNDetection's blur +
+    JPEG, done in the workers on either path). `augment_on`: "cpu" augments each image in the loader
     workers; "gpu" augments whole training batches on the device after transfer
     (`ffd.data.gpu_augment.BatchAugment`, per-image random parameters), which frees the workers for
     decoding when the CPUs cannot keep up with the GPU. `num_workers`: null derives it from the CPU count
@@ -181,6 +182,8 @@ class FacesDataModule(L.LightningDataModule):
         check_loader_settings(batch_size, num_workers, augment_on)
         self.augment = augment
         self.augment_on = augment_on
+        self.blur_jpeg_prob = augment.get("blur_jpeg_prob", 0.0) if isinstance(augment, Mapping) else 0.0
+        check_blur_jpeg_prob(self.blur_jpeg_prob)
         self.batch_augment = BatchAugment(**self._augment_args()) if augment and augment_on == "gpu" else None
         self.split_dirs, self.class_dirs, self.use_csv = split_dirs, class_dirs, use_csv
         self.synthetic = dict(synthetic) if synthetic else None
@@ -360,7 +363,11 @@ class FacesDataModule(L.LightningDataModule):
         if self.num_workers and self._model_on_cpu():  # leave the workers their cores
             torch.set_num_threads(max(1, min(torch.get_num_threads(), available_cpus() - self.num_workers)))
         if train and self.augment and self.augment_on == "cpu":
-            transform = train_transform(self.image_size, **self._augment_args())
+            transform = train_transform(
+                self.image_size, **self._augment_args(), blur_jpeg_prob=self.blur_jpeg_prob
+            )
+        elif train and self.blur_jpeg_prob:  # the rest on the device, after transfer
+            transform = torch.nn.Sequential(*worker_steps(self.image_size, self.blur_jpeg_prob))
         else:
             transform = eval_transform(self.image_size)
         dataset = FaceImages(self.index.samples[split], transform)
@@ -385,7 +392,10 @@ class FacesDataModule(L.LightningDataModule):
         return self.trainer.world_size if self.trainer is not None else 1
 
     def _augment_args(self) -> dict[str, Any]:
-        return dict(self.augment) if isinstance(self.augment, Mapping) else {}
+        """The flip, affine and contrast settings (``BatchAugment``'s), without ``blur_jpeg_prob``."""
+        args = dict(self.augment) if isinstance(self.augment, Mapping) else {}
+        args.pop("blur_jpeg_prob", None)
+        return args
 
     @property
     def num_workers(self) -> int:

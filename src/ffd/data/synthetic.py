@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torchvision.io import encode_jpeg
 
-from ffd.runtime import UserError, exit_on_user_error
+from ffd.errors import UserError
+from ffd.runtime import exit_on_user_error
 
 MARKER = "ffd_synthetic.json"
 FORMAT_VERSION = 1

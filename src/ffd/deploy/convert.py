@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from ffd.deploy.session import INPUT_NAME, OUTPUT_NAME, ModelInfo, set_metadata
-from ffd.models.classifier import CheckpointError, DeepfakeClassifier
+from ffd.errors import CheckpointError
+from ffd.models.classifier import DeepfakeClassifier
 
 OPSET = 18
 # Ops whose float16 arithmetic can overflow (sums of squares, exponentials, large reductions): they stay
@@ -68,6 +69,8 @@ def model_info(model: DeepfakeClassifier, checkpoint_sha256: str, precision: str
         precision=precision,
         checkpoint_sha256=checkpoint_sha256,
         net=dict(model.hparams["net"]),
+        card=dict(model.notes.get("card", {})),
+        decision=dict(model.notes.get("decision", {})),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ffd import LABELS, __version__
-from ffd.runtime import UserError
+from ffd.errors import UserError
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "p_fake"
@@ -42,6 +42,9 @@ class ModelInfo:
     output: str = "P(fake): probability that the face is GAN-generated; label 1 = fake, 0 = real"
     input: str = "RGB pixels 0..255, float32, (N, 3, image_size, image_size)"
     ffd_version: str = __version__
+    # The checkpoint's notes (ffd.models.notes): what it was trained on, and its decision rule.
+    card: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
         """Flat string pairs for ``ModelProto.metadata_props`` (JSON for the non-string fields)."""
@@ -63,7 +66,7 @@ class ModelInfo:
         return cls(**{name: json.loads(v) if name in _JSON_FIELDS else v for name, v in known.items()})
 
 
-_JSON_FIELDS = frozenset({"image_size", "net", "labels"})
+_JSON_FIELDS = frozenset({"image_size", "net", "labels", "card", "decision"})
 
 
 def set_metadata(model: Any, info: ModelInfo) -> None:

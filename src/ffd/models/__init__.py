@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import nn
 
+from ffd.errors import UserError
 from ffd.models.densenet import DenseNetDetector
 from ffd.models.vit import VisionTransformer
-from ffd.runtime import UserError
 
 NETS: dict[str, type[nn.Module]] = {"densenet": DenseNetDetector, "vit": VisionTransformer}
 

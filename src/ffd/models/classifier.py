@@ -7,16 +7,13 @@ The network is described by plain data (``{"name": "densenet", ...}``) and built
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import open_dict
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
@@ -28,15 +25,13 @@ from torchmetrics.classification import (
     BinaryRecall,
 )
 
+from ffd.errors import UserError
 from ffd.models import create_net
-from ffd.runtime import UserError, folder_instead_of_file, load_failure
 
 # With one class in the targets torchmetrics warns and scores the curves 0 or 1; ffd logs them as NaN
 # instead (_log_epoch_metrics), and the report says why. Seen in the sanity check of an unshuffled
 # validation set, and in a test split whose other class was all unreadable.
 warnings.filterwarnings("ignore", message="No (negative|positive) samples (found )?in target")
-
-log = logging.getLogger(__name__)
 
 
 # The metrics that rank fakes above reals: they need both classes in the targets.
@@ -188,6 +183,7 @@ class DeepfakeClassifier(L.LightningModule):
             {stage: MeanMetric(nan_strategy="disable") for stage in ("val", "test")}
         )
         self.checkpoint_path: str | None = None  # the file it was loaded from, if any (for reports)
+        self.notes: dict[str, Any] = {}  # the checkpoint's ffd notes (card, decision): ffd.models.notes
 
     @property
     def net_name(self) -> str:
@@ -351,86 +347,3 @@ class DeepfakeClassifier(L.LightningModule):
             "parameters": sum(p.numel() for p in self.parameters()),
             "image_size": self.image_size,
         }
-
-
-class CheckpointError(ValueError):
-    """A file that is not an ffd checkpoint, or not the model that was asked for."""
-
-
-def read_checkpoint(path: str | Path, expected_net: str | None = None) -> dict[str, Any]:
-    """A checkpoint written by ``ffd.train``, loaded with ``weights_only=True``; anything else (a folder, a
-    missing file, another program's file, another network than ``expected_net``) is a CheckpointError."""
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(folder_instead_of_file(path, "ckpt_path", (".ckpt",)))
-    if not path.is_file():
-        raise CheckpointError(
-            f"Checkpoint {path} does not exist. Pass ckpt_path=PATH to a .ckpt written by ffd.train "
-            "(in outputs/train/<timestamp>/checkpoints/)."
-        )
-    if path.suffix.lower() == ".onnx":
-        raise CheckpointError(
-            f"{path} is an exported ONNX model; this command takes the .ckpt it was exported from "
-            "(outputs/train/<timestamp>/checkpoints/). For the ONNX file's verdicts on a folder: "
-            f"python -m ffd.predict input=FOLDER model={path}."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CheckpointError(
-            f"{path} cannot be read as a PyTorch checkpoint ({load_failure(error)}). ffd loads "
-            "checkpoints with weights_only=True and never runs pickled code; pass a .ckpt written by "
-            "ffd.train."
-        ) from error
-    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    net = hparams.get("net") if isinstance(hparams, dict) else None
-    if not isinstance(net, dict) or "name" not in net or "state_dict" not in checkpoint:
-        raise CheckpointError(
-            f"{path} is not an ffd checkpoint (no ffd network description in its hyper-parameters). Pass a "
-            ".ckpt written by ffd.train."
-        )
-    if expected_net is not None and net["name"] != expected_net:
-        raise CheckpointError(
-            f"{path} holds a {net['name']!r} model, not the {expected_net!r} that was asked for: drop the "
-            f"model override or pass model={net['name']}."
-        )
-    return checkpoint
-
-
-def load_classifier(path: str | Path, expected_net: str | None = None) -> DeepfakeClassifier:
-    """Rebuild a DeepfakeClassifier from a checkpoint written by ``ffd.train``, safely.
-
-    Loaded with ``weights_only=True``; ImageNet weights are not fetched (the checkpoint has them all).
-    """
-    checkpoint = read_checkpoint(path, expected_net)
-    hparams, net = checkpoint["hyper_parameters"], checkpoint["hyper_parameters"]["net"]
-    # The checkpoint holds every weight: never fetch ImageNet weights or read a backbone file again.
-    net = {**net, **{key: value for key, value in (("pretrained", False), ("weights", None)) if key in net}}
-    model = DeepfakeClassifier(
-        net=net, optimizer=hparams.get("optimizer"), scheduler=hparams.get("scheduler")
-    )
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{path}: the weights do not fit the {net['name']!r} network: {error}"
-        ) from error
-    model.checkpoint_path = str(path)
-    return model
-
-
-def load_for_run(cfg: Any) -> DeepfakeClassifier:
-    """The checkpoint ``cfg.ckpt_path`` of an eval or export run; ``cfg.data.image_size`` is set to the size
-    its model was trained at, so the data is resized to what the model expects."""
-    if not cfg.get("ckpt_path"):
-        raise CheckpointError("No checkpoint given: pass ckpt_path=PATH to a .ckpt written by ffd.train.")
-    model = load_classifier(cfg.ckpt_path)
-    if model.image_size and cfg.data.get("image_size") != model.image_size:
-        log.info(
-            "data.image_size set to %s, the size the checkpoint's model was trained at.", model.image_size
-        )
-        with open_dict(cfg):
-            cfg.data.image_size = model.image_size
-            if cfg.data.get("synthetic"):  # generated at that size: its fake trace does not survive a resize
-                cfg.data.synthetic.image_size = model.image_size
-    return model

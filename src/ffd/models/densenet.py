@@ -25,8 +25,9 @@ from huggingface_hub import constants as hf_constants
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
+from ffd.errors import WeightsError
 from ffd.models.preprocess import Normalize
-from ffd.runtime import load_failure
+from ffd.options import load_failure
 
 # torchvision's released densenet files predate the ban on '.' in module names: they hold keys like
 # 'features.denseblock1.denselayer1.norm.1.weight' for today's '...denselayer1.norm1.weight'. This is the
@@ -37,10 +38,6 @@ _LEGACY_DENSELAYER_KEY = re.compile(
 
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-
-
-class WeightsError(RuntimeError):
-    """Backbone weights that cannot be fetched, read, or that do not fit the backbone."""
 
 
 class DenseNetDetector(nn.Module):

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ffd.errors import UserError
 from ffd.models.preprocess import Normalize
-from ffd.runtime import UserError
 
 
 class Attention(nn.Module):

@@ -62,11 +62,11 @@ def overlay_labels(
     return torch.where(labels.bool(), blended, image)
 
 
-def _to_pil(image: torch.Tensor) -> Image.Image:
+def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(image.permute(1, 2, 0).numpy())
 
 
-def _from_pil(canvas: Image.Image) -> torch.Tensor:
+def from_pil(canvas: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(canvas)).permute(2, 0, 1).contiguous()
 
 
@@ -77,14 +77,14 @@ def add_legend(image: torch.Tensor, entries: list[tuple[str, Colour]]) -> torch.
     width = 8 * unit + max((int(font.getlength(name)) for name, _ in entries), default=0) + 20 * unit
     height = max(image.shape[1], (len(entries) + 1) * line)
     canvas = Image.new("RGB", (image.shape[2] + width, height), (255, 255, 255))
-    canvas.paste(_to_pil(image), (0, 0))
+    canvas.paste(to_pil(image), (0, 0))
     pen = ImageDraw.Draw(canvas)
     left = image.shape[2] + 4 * unit
     for row, (name, colour) in enumerate(entries):
         top = (row + 0.5) * line
         pen.rectangle((left, top, left + 10 * unit, top + 10 * unit), fill=colour)
         pen.text((left + 14 * unit, top), name, fill=(0, 0, 0), font=font)
-    return _from_pil(canvas)
+    return from_pil(canvas)
 
 
 def add_note(image: torch.Tensor, text: str) -> torch.Tensor:
@@ -92,7 +92,7 @@ def add_note(image: torch.Tensor, text: str) -> torch.Tensor:
     the font shrinks and the words go one per line until the note fits whole; an image too small for it
     at NOTE_MIN_PX is returned as it is (the JSON holds the note)."""
     height, width = image.shape[-2:]
-    canvas = _to_pil(image)
+    canvas = to_pil(image)
     pen = ImageDraw.Draw(canvas)
     for size in range(12 * _scale(image), NOTE_MIN_PX - 1, -1):
         font, pad = ImageFont.load_default(size=size), max(1, size // 6)
@@ -101,5 +101,5 @@ def add_note(image: torch.Tensor, text: str) -> torch.Tensor:
             if right + pad <= width and bottom + pad <= height:
                 pen.rectangle((left - pad, top - pad, right + pad, bottom + pad), fill=(0, 0, 0))
                 pen.multiline_text((2 * pad, 2 * pad), layout, fill=(255, 255, 255), font=font)
-                return _from_pil(canvas)
+                return from_pil(canvas)
     return image

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from ffd.assets import ASSETS, AssetError
-from ffd.runtime import load_failure
+from ffd.options import load_failure
 
 PARSING_URL = ASSETS["parsing_bisenet.pth"].url
 

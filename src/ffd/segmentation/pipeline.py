@@ -11,12 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,28 +22,31 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
-from rich.text import Text
 from torchvision.io import write_png
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ffd import assets
-from ffd import record as run_record
-from ffd.images import UnreadableImageError, find_images, read_rgb
-from ffd.runtime import (
-    UserError,
-    count_problem,
-    device_problem,
-    flag_problem,
-    make_output_dir,
-    output_folder,
-    threshold_problem,
+from ffd import (
+    assets,
+    resolvers,  # noqa: F401  (run(cfg) resolves ${ffd.model_cache:})
 )
+from ffd.errors import UnreadableImageError, UserError
+from ffd.images import find_images, read_rgb
+from ffd.options import count_problem, device_problem, flag_problem, threshold_problem
+from ffd.outputs import make_output_dir, output_folder
 from ffd.segmentation import draw
 from ffd.segmentation.landmarks import GROUPS, MESH, FaceLandmarker, face_record
+from ffd.segmentation.outputs import (
+    LABELS_SUFFIX,
+    SUMMARY_FILE,
+    add_suffix,
+    earlier_output,
+    output_files,
+    output_names,
+)
 from ffd.segmentation.parsing import PARSING_CLASSES, FaceParser
 from ffd.segmentation.regions import REGION_CLASSES, label_map, region_masks
+from ffd.segmentation.summary import NO_FACE, Summary, face_note
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,7 @@ GROUP_COLOURS = draw.palette(len(GROUPS))
 MESH_COLOUR = (200, 200, 200)
 PNG_COMPRESSION = 3  # zlib level: 2-3x faster than the default 6, files ~15% larger (4096 px: 3.4 s vs 9 s)
 
-LABELS_SUFFIX = "_labels.png"  # the label map of regions and parsing
-OUTPUT_SUFFIXES = (".png", ".json", LABELS_SUFFIX)  # appended to an output name (output_names)
 FLAGS = ("overwrite", "landmarks.blendshapes", "landmarks.mesh", "parsing.half", "models.download")
-NO_FACE = "no face found"
-SMALL_FACES = (
-    "MediaPipe's face detector misses faces smaller than about a tenth of the image side; crop such an "
-    "image around the face"
-)
 
 
 class Annotation(NamedTuple):
@@ -82,9 +75,6 @@ Backend = Callable[[torch.Tensor, int, int], Annotation]
 
 class SegmentError(UserError):
     """Bad input for a segmentation run (no images found, an option out of range, an output in the way)."""
-
-
-SUMMARY_FILE = Path("summary.json")  # the run's, so an image named summary.* keeps its full name
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -109,58 +99,6 @@ def check_options(cfg: DictConfig) -> None:
             "; ".join(filter(None, problems)) + ". Fix the option on the command line or in "
             "conf/segment.yaml."
         )
-
-
-def _with_suffix(name: Path, suffix: str) -> Path:
-    return name.with_name(name.name + suffix)  # not Path.with_suffix: shot.v1 must not become shot.png
-
-
-def _outputs(name: Path) -> list[Path]:
-    return [_with_suffix(name, suffix) for suffix in OUTPUT_SUFFIXES]
-
-
-def output_names(files: list[Path]) -> dict[Path, Path]:
-    """Output name (to which .png, .json and _labels.png are appended) per input, mirroring sub-folders:
-    x.jpg gives x, or x.jpg where another file's outputs would meet x's (x.png: x.jpg.png, x.png.png;
-    x_labels.png beside x.png), or summary.jpg (summary.json is the run's).
-
-    Paths are taken as given (absolute, not resolved): a symlinked image keeps the name of its link."""
-    if not files:
-        return {}
-    absolute = {f: Path(os.path.abspath(f)) for f in files}
-    root = Path(os.path.commonpath([path.parent for path in absolute.values()]))
-    full = {f: path.relative_to(root) for f, path in absolute.items()}
-    names = {f: name.with_suffix("") for f, name in full.items()}
-    while True:  # a full name can meet another file's short name (x.jpg, and x.jpg.png's x.jpg)
-        # counted once per pass: a folder may hold tens of thousands
-        taken = Counter(output for name in names.values() for output in _outputs(name))
-        taken[SUMMARY_FILE] += 2
-        clashes = [
-            f for f, name in names.items() if name != full[f] and any(taken[o] > 1 for o in _outputs(name))
-        ]
-        if not clashes:
-            return names
-        names.update((f, full[f]) for f in clashes)
-
-
-def _is_segment_record(path: Path) -> bool:
-    """Whether ``path`` is the JSON record an ffd.segment run writes per image."""
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError):  # absent, unreadable, not JSON (UnicodeDecodeError is a ValueError)
-        return False
-    return isinstance(content, dict) and {"file", "working_size", "faces"} <= content.keys()
-
-
-def earlier_output(file: Path) -> bool:
-    """Whether an ffd.segment run wrote ``file``: an annotated copy <name>.png or a label map
-    <name>_labels.png with that run's record <name>.json beside it. A run whose output folder lies in its
-    input folder must not take a previous run's outputs for photos (x.png giving x.png.png)."""
-    return any(
-        file.name.endswith(suffix)
-        and _is_segment_record(file.with_name(file.name.removesuffix(suffix) + ".json"))
-        for suffix in (LABELS_SUFFIX, ".png")
-    )
 
 
 def find_inputs(spec: str) -> tuple[list[Path], int]:
@@ -263,7 +201,8 @@ def parsing_backend(parser: FaceParser, alpha: float) -> Backend:
     return backend
 
 
-def _model_file(cfg: Any, name: str) -> Path:
+def model_file(cfg: Any, name: str) -> Path:
+    """The checked model file ``name`` (e.g. face_landmarker.task) as ``cfg.models`` says to find it."""
     entry = cfg.models[Path(name).stem]
     return assets.ensure(
         name,
@@ -277,7 +216,7 @@ def _model_file(cfg: Any, name: str) -> Path:
 
 def _parser_weights(cfg: Any) -> Path:
     try:
-        return _model_file(cfg, "parsing_bisenet.pth")
+        return model_file(cfg, "parsing_bisenet.pth")
     except assets.AssetError as error:
         raise assets.AssetError(
             f"{error} Without these weights, backend=regions draws face-part masks from the MediaPipe "
@@ -296,118 +235,12 @@ def open_backend(cfg: Any) -> Iterator[tuple[Backend, Path]]:
         yield parsing_backend(parser, cfg.overlay_alpha), weights
         return
     options = cfg.landmarks
-    model = _model_file(cfg, "face_landmarker.task")
+    model = model_file(cfg, "face_landmarker.task")
     with FaceLandmarker(model, options.num_faces, options.blendshapes, options.min_confidence) as landmarker:
         if cfg.backend == "landmarks":
             yield landmarks_backend(landmarker, options.mesh), model
         else:
             yield regions_backend(landmarker, cfg.overlay_alpha), model
-
-
-SKIPPED = ("unreadable", "failed")  # statuses of files with no output
-AT_LIMIT = "images at landmarks.num_faces"  # a total: images that gave as many faces as were looked for
-
-
-@dataclass
-class Summary:
-    """What a run did, for summary.json, the console and the run's log. ``face_limit`` is
-    landmarks.num_faces, the most faces looked for per image, or None for a backend that finds no faces
-    (parsing labels pixels)."""
-
-    backend: str
-    input: str
-    model: str
-    output: str
-    face_limit: int | None
-    earlier_outputs_skipped: int = 0
-    complete: bool = False
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def count(self, status: str) -> int:
-        return sum(record["status"] == status for record in self.records)
-
-    @property
-    def processed(self) -> int:
-        return len(self.records) - sum(self.count(status) for status in SKIPPED)
-
-    def totals(self) -> dict[str, Any]:
-        done = [r for r in self.records if r["status"] not in SKIPPED]
-        times = [r["ms"] for r in done]
-        finds_faces = self.face_limit is not None
-        return {
-            "images": len(done),
-            "faces found": sum(r["faces"] for r in done) if finds_faces else None,
-            "no-face images": self.count("no_face") if finds_faces else None,
-            AT_LIMIT: sum(r["faces"] == self.face_limit for r in done) if finds_faces else None,
-            "unreadable files": self.count("unreadable"),
-            "failed files": self.count("failed"),
-            "earlier outputs skipped": self.earlier_outputs_skipped,
-            "ms per image (median)": round(statistics.median(times), 1) if times else None,
-        }
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps({**asdict(self), "totals": self.totals()}, indent=2))
-
-    def notes(self) -> list[str]:
-        """What the counts mean for the user: faces that may have been missed."""
-        totals, notes = self.totals(), []
-        if totals[AT_LIMIT]:
-            notes.append(
-                f"{totals[AT_LIMIT]} image(s) gave {self.face_limit} face(s), as many "
-                f"as landmarks.num_faces={self.face_limit} looks for: there may be more. Pass a larger "
-                f"landmarks.num_faces (e.g. landmarks.num_faces={self.face_limit * 4}) to look for them."
-            )
-        if totals["no-face images"]:
-            notes.append(f"{totals['no-face images']} image(s) with {NO_FACE}: {SMALL_FACES}.")
-        return notes
-
-    def print(self, console: Console) -> None:
-        """The totals, the notes, the files skipped, and last the output folder on a line of its own: never
-        wrapped, so that it can be copied whole."""
-        table = Table(title=f"ffd.segment: backend={self.backend}", show_header=False)
-        table.add_column("total")
-        table.add_column("value", justify="right")
-        for name, value in self.totals().items():
-            table.add_row(name, "n/a" if value is None else str(value))
-        console.print(table)
-        for note in self.notes():
-            console.print(Text(note))
-        skipped = [r for r in self.records if r["status"] in SKIPPED]
-        if skipped:
-            listing = Table(title="Files skipped (no output)")
-            listing.add_column("file", overflow="fold")
-            listing.add_column("reason", overflow="fold")
-            for row in skipped:
-                listing.add_row(Text(row["file"]), Text(row["reason"]))  # [x] in a name is no markup
-            console.print(listing)
-        console.print(Text(f"Annotated images, their JSON and summary.json in {self.output}"), soft_wrap=True)
-
-    def log(self) -> None:
-        """One line for the run's log file (segment.log), which the console's table does not reach."""
-        totals = ", ".join(
-            f"{name} {'n/a' if value is None else value}" for name, value in self.totals().items()
-        )
-        run_record.info(
-            "ffd.segment%s: input %s; backend %s; model %s; %s; written to %s",
-            "" if self.complete else " (stopped early)",
-            self.input,
-            self.backend,
-            self.model,
-            totals,
-            self.output,
-        )
-
-
-def _note(faces: int | None, face_limit: int | None) -> str | None:
-    """The per-image JSON's note on faces that may have been missed."""
-    if faces == 0:
-        return f"{NO_FACE}; {SMALL_FACES}"
-    if faces is not None and faces == face_limit:
-        return (
-            f"faces found reached landmarks.num_faces={face_limit}, the most looked for; pass a larger "
-            "landmarks.num_faces to look for more"
-        )
-    return None
 
 
 def _at_size(labels: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -440,19 +273,19 @@ def segment_one(
     faces = result.record["faces"]
     out.parent.mkdir(parents=True, exist_ok=True)
     annotated = draw.add_note(working, NO_FACE) if faces == 0 else result.image
-    write_png(annotated, str(_with_suffix(out, ".png")), compression_level=PNG_COMPRESSION)
+    write_png(annotated, str(add_suffix(out, ".png")), compression_level=PNG_COMPRESSION)
     content = {"file": path, "width": width, "height": height, "working_size": list(working.shape[:0:-1])}
     content.update(result.record)
     if result.labels is not None:
-        labels_file = _with_suffix(out, LABELS_SUFFIX)
+        labels_file = add_suffix(out, LABELS_SUFFIX)
         labels = _at_size(result.labels, height, width)[None]
         write_png(labels, str(labels_file), compression_level=PNG_COMPRESSION)
         content["labels"] = {"file": labels_file.name, "classes": dict(enumerate(result.classes))}
     else:  # an earlier regions or parsing run's map (overwrite=true) would outlive the JSON that named it
-        _with_suffix(out, LABELS_SUFFIX).unlink(missing_ok=True)
-    if note := _note(faces, face_limit):
+        add_suffix(out, LABELS_SUFFIX).unlink(missing_ok=True)
+    if note := face_note(faces, face_limit):
         content["note"] = note
-    _with_suffix(out, ".json").write_text(json.dumps(content))
+    add_suffix(out, ".json").write_text(json.dumps(content))
     return {
         "file": path,
         "status": "no_face" if faces == 0 else "ok",
@@ -465,7 +298,7 @@ def _check_targets(output: Path, names: dict[Path, Path], overwrite: bool) -> No
     """Never write over an input image; write over other existing files only when asked to. The label map
     counts for every backend: one that makes none removes an earlier run's (segment_one)."""
     inputs = {file.resolve() for file in names}
-    targets = [path for name in names.values() for path in _outputs(output / name)]
+    targets = [path for name in names.values() for path in output_files(output / name)]
     existing = []
     for target in [*targets, output / SUMMARY_FILE]:
         if target.resolve() in inputs:
