@@ -9,7 +9,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from ffd.data.datamodule import FaceImages, FacesDataModule
+from ffd.data.datamodule import FacesDataModule
+from ffd.data.dataset import FaceImages
 from ffd.data.gpu_augment import BatchAugment
 from ffd.data.synthetic import generate
 from ffd.data.transforms import (

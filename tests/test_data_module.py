@@ -14,7 +14,8 @@ from hydra.utils import instantiate
 from torch.utils.data import DistributedSampler
 
 from ffd.data import datamodule
-from ffd.data.datamodule import FacesDataModule, collate_faces
+from ffd.data.datamodule import FacesDataModule
+from ffd.data.dataset import collate_faces
 from ffd.data.index import index_dataset
 from ffd.data.synthetic import generate
 from ffd.errors import DatasetLayoutError, UserError

@@ -19,9 +19,10 @@ from cli import run_ffd
 from ffd import bench, bench_measure, bench_table
 from ffd.callbacks.progress import ModelSummary, ProgressBar
 from ffd.callbacks.speed import SpeedUps
-from ffd.data.datamodule import FacesDataModule, default_num_workers
+from ffd.data.datamodule import FacesDataModule
 from ffd.data.synthetic import generate
 from ffd.data.transforms import ResizeIfNeeded
+from ffd.data.workers import default_num_workers
 from ffd.errors import UserError
 from ffd.models.classifier import DeepfakeClassifier, make_adamw
 from ffd.resolvers import gpu_precision

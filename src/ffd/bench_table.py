@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ffd.data.datamodule import default_num_workers
+from ffd.data.workers import default_num_workers
 
 
 def machine() -> dict[str, Any]:

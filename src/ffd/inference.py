@@ -22,7 +22,7 @@ from rich.progress import track
 from torch.utils.data import DataLoader
 
 from ffd.console import table_console
-from ffd.data.datamodule import default_num_workers
+from ffd.data.workers import default_num_workers
 from ffd.deploy.session import OnnxDetector
 from ffd.errors import UserError
 from ffd.faces.attribution import region_shares

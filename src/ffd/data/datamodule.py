@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -25,119 +25,19 @@ from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 
 from ffd import LABELS, record
 from ffd.data import synthetic as synthetic_set
+from ffd.data.dataset import FaceImages, MarkedPaddingSampler, collate_faces
 from ffd.data.gpu_augment import BatchAugment
 from ffd.data.index import SPLITS, DatasetIndex, DatasetLayoutError, check_root, index_dataset
 from ffd.data.transforms import check_blur_jpeg_prob, eval_transform, train_transform, worker_steps
-from ffd.images import UnreadableImageError, read_rgb
-from ffd.runtime import UserError, count_problem, workers_problem
+from ffd.data.workers import available_cpus, check_loader_settings, default_num_workers
+from ffd.errors import UserError
 
 IMBALANCE = 0.6  # warn when one class is more than this fraction of a split
 log = logging.getLogger(__name__)
-
-
-class FaceImages(Dataset):
-    """(path, label) pairs -> sample dicts; an unreadable file gives {"path", "bad"} instead of raising.
-
-    Keyed by index, or by (index, repeat) from `MarkedPaddingSampler`; a repeat's sample says so."""
-
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: torch.nn.Module) -> None:
-        self.samples = list(samples)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, key: int | tuple[int, bool]) -> dict[str, Any]:
-        i, repeat = key if isinstance(key, tuple) else (key, False)
-        path, label = self.samples[i]
-        try:
-            image = read_rgb(path)
-        except UnreadableImageError as error:
-            return {"path": path, "bad": error.reason}
-        return {"image": self.transform(image), "label": label, "path": path, "repeat": repeat}
-
-
-class MarkedPaddingSampler(DistributedSampler):
-    """Lightning's evaluation sampler under DDP (the same shares, in the same order) that marks its padding.
-
-    DistributedSampler repeats the first images of a split whose size does not divide by the process count,
-    so that every process runs as many batches (DDP's forward is a collective); counted, those copies would
-    skew the logged val/test metrics. This yields ``(index, repeat)``, ``repeat`` True for the copies: the
-    model leaves them out of its loss, metrics and outputs."""
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-
-    def __iter__(self) -> Iterator[tuple[int, bool]]:
-        size = len(self.dataset)
-        # The k-th index of this process is place rank + k * num_replicas of the padded list.
-        for k, index in enumerate(super().__iter__()):
-            yield index, self.rank + k * self.num_replicas >= size
-
-
-def collate_faces(samples: Sequence[dict[str, Any]], image_size: int) -> dict[str, Any]:
-    """Stack the readable samples, sampler repeats last; list the unreadable ones as (path, reason) in
-    "bad"."""
-    good = sorted((s for s in samples if "bad" not in s), key=lambda s: s["repeat"])  # stable
-    if good:
-        images = torch.stack([s["image"] for s in good])
-    else:
-        images = torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
-    return {
-        "image": images,
-        "label": torch.tensor([s["label"] for s in good], dtype=torch.float32),
-        "path": [s["path"] for s in good],
-        "bad": [(s["path"], s["bad"]) for s in samples if "bad" in s],
-        "repeats": sum(s["repeat"] for s in good),
-    }
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which SLURM and containers set)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def default_num_workers(processes: int = 1, model_on_cpu: bool = False) -> int:
-    """Loader workers per training process, at most 16.
-
-    With the model on GPUs: each process's share of the CPUs, less one for the process itself
-    (``processes``: training processes on this machine, one per GPU). With the model on the CPU, the
-    workers take cores from the model's own threads, and PyTorch's threads slow down by an order of
-    magnitude when one of their cores is busy (measured on 2 cores: a ViT loop ran 5 images/s with one
-    worker, 128 with none). So a quarter of the CPUs, none up to 4.
-    """
-    cpus = available_cpus()
-    if model_on_cpu:
-        return min(cpus // 4 if cpus > 4 else 0, 16)
-    return max(0, min(_cpu_share(cpus, processes) - 1, 16))
-
-
-def _cpu_share(cpus: int, processes: int) -> int:
-    """This process's CPUs. A task srun started has its own ``--cpus-per-task`` (SLURM often binds the
-    task to exactly those, so dividing its affinity again would leave no workers); otherwise the
-    processes on this machine share the CPUs this one may run on."""
-    per_task = os.environ.get("SLURM_CPUS_PER_TASK")
-    if per_task and per_task.isdigit() and "SLURM_STEP_ID" in os.environ:
-        return min(int(per_task), cpus)
-    return cpus // max(processes, 1)
-
-
-def check_loader_settings(batch_size: Any, num_workers: Any, augment_on: Any) -> None:
-    """Refuse loader options that torch would refuse only after the data set is indexed and the model
-    built, naming the option."""
-    problems = []
-    if problem := count_problem(batch_size, "data.batch_size"):
-        problems.append(f"{problem} (images per device)")
-    if problem := workers_problem(num_workers, "data.num_workers"):
-        problems.append(problem)
-    if augment_on not in ("cpu", "gpu"):
-        problems.append(f"data.augment_on={augment_on} must be cpu or gpu")
-    if problems:
-        raise UserError("; ".join(problems) + ".")
 
 
 class FacesDataModule(L.LightningDataModule):

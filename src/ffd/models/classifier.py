@@ -198,7 +198,7 @@ class DeepfakeClassifier(L.LightningModule):
         return self.net(images)
 
     def _step(self, batch: Mapping[str, Any], stage: str, metrics: MetricCollection) -> dict[str, Any] | None:
-        # A distributed sampler's trailing repeats (ffd.data.datamodule.MarkedPaddingSampler) are dropped:
+        # A distributed sampler's trailing repeats (ffd.data.dataset.MarkedPaddingSampler) are dropped:
         # the split's every image counts once. Slicing by a Python int waits for nothing.
         scored = batch["image"].shape[0] - batch.get("repeats", 0)
         images, labels = batch["image"][:scored], batch["label"][:scored]

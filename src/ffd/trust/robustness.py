@@ -43,7 +43,8 @@ from ffd import (
     record,
     resolvers,  # noqa: F401  (run(cfg) resolves ${ffd.model_cache:})
 )
-from ffd.data.datamodule import FacesDataModule, collate_faces
+from ffd.data.datamodule import FacesDataModule
+from ffd.data.dataset import collate_faces
 from ffd.data.transforms import eval_transform
 from ffd.errors import UnreadableImageError, UserError
 from ffd.images import read_rgb
