@@ -1,6 +1,7 @@
 """README.md's relative links and images point at files that exist, and its anchors at headings that exist
 (in README.md itself, or in the Markdown file linked), so that moving a section into docs/ cannot leave the
-README pointing at nothing. The docs/ pages themselves are checked by CI's `mkdocs build --strict`."""
+README pointing at nothing; and docs/architecture.md names every module. The docs/ pages' own links are
+checked by CI's `mkdocs build --strict`."""
 
 from __future__ import annotations
 
@@ -96,3 +97,13 @@ def test_the_checker_finds_a_missing_file_a_missing_anchor_and_a_wrapped_image(t
 )
 def test_anchors_are_those_github_gives(heading: str, anchor: str) -> None:
     assert anchor in github_anchors(heading + "\n")
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """docs/architecture.md has a line per file of src/ffd: a new module gets its line with it."""
+    package = README.parent / "src" / "ffd"
+    page = (README.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    modules = sorted(path.relative_to(package).as_posix() for path in package.rglob("*.py"))
+    assert len(modules) > 40  # the walk found the package
+    missing = [name for name in modules if f"`{name}`" not in page]
+    assert not missing, f"docs/architecture.md names no line for: {', '.join(missing)} (add `path` | what)"
