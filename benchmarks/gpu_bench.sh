@@ -6,9 +6,9 @@
 # By default: both models with torch.compile in CUDA-graph mode (compile mode reduce-overhead), the
 # augmentation on the GPU; the bare step (a) and the full loop (c), host syncs per step, torch.profiler
 # tables of (a) and (c). About 6 minutes on an H200 (1 for the ViT, 5 for DenseNet121, mostly compilation):
-# the README's Speed figures of 2026-11-27. For torch.compile without CUDA graphs, add
+# the figures of 2026-11-27 in docs/speed.md. For torch.compile without CUDA graphs, add
 #   "train_overrides=['callbacks.speed.compile=true']"
-# The data pipeline alone (b) and the CPU-augmentation loop were measured before (README, Speed) and are
+# The data pipeline alone (b) and the CPU-augmentation loop were measured before (docs/speed.md) and are
 # left out: add parts=[step,data,loop] augment_on=[cpu,gpu] for them.
 set -u
 cd "$(dirname "$0")/.."

@@ -75,7 +75,7 @@ def looks_like_image(path: str | Path) -> bool:
 
 def not_an_image(suffix: str | None = None) -> str:
     """The skip reason for a file whose first bytes are no image's: by its suffix when that is not an
-    image's (README.md), else "unknown file signature"; worded as ffd.data.index words it."""
+    image's, else "unknown file signature"; worded as ffd.data.index words it."""
     if suffix is not None and suffix.lower() not in IMAGE_SUFFIXES:
         return f"not an image file (suffix '{suffix.lower()}')"
     return "not an image (unknown file signature)"
@@ -136,7 +136,7 @@ def _decode_with_pillow(raw: memoryview, source: str | Path, kind: str) -> torch
 
 
 def _decode(data: torch.Tensor, source: str | Path, suffix: str | None) -> torch.Tensor:
-    """decode_rgb; ``suffix``, a file's, words the reason for a file of another kind (README.md)."""
+    """decode_rgb; ``suffix``, a file's, words the reason for a file of another kind."""
     if data.numel() == 0:
         raise UnreadableImageError(source, EMPTY_FILE, "delete it or replace it")
     raw = memoryview(data.numpy())
