@@ -87,8 +87,8 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
 
         async def read_and_answer() -> dict[str, Any]:
             boundary = boundary_of(request.headers.get("content-type"))
-            limit = int(limits.max_upload_mb * 2**20)
-            body = await read_body(request.stream(), limit, request.headers.get("content-length"))
+            declared = request.headers.get("content-length")
+            body = await read_body(request.stream(), limits.max_upload_mb, declared)
             return await service.answer(photos_of(body, boundary, limits.max_images), explain)
 
         try:

@@ -59,7 +59,7 @@ class Photo:
     no_face: str | None  # why nothing in it was judged (face.fallback=skip), else None
 
 
-def claimed_pixels(data: bytes) -> tuple[int, int] | None:
+def claimed_pixels(name: str, data: bytes) -> tuple[int, int] | None:
     """(width, height) as the file's header claims it, read without decoding; None when Pillow cannot say
     (the decoder then says why the file is no image)."""
     try:
@@ -68,14 +68,14 @@ def claimed_pixels(data: bytes) -> tuple[int, int] | None:
             with Image.open(io.BytesIO(data)) as opened:
                 return opened.size
     except Image.DecompressionBombError as error:  # over twice Pillow's limit: its message has the size
-        raise ServeError(413, f"{error} Downscale the photo before sending it.") from error
+        raise ServeError(413, f"{name}: {error} Downscale it before sending it.") from error
     except Exception:  # not an image Pillow knows, or a header it cannot read
         return None
 
 
 def decode_upload(upload: Upload, max_pixels: int) -> torch.Tensor:
     """The upload as RGB uint8 (3, H, W); 413 over ``max_pixels``, 422 for a file that is no image."""
-    size = claimed_pixels(upload.data)
+    size = claimed_pixels(upload.name, upload.data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ServeError(
             413,

@@ -54,24 +54,25 @@ def boundary_of(content_type: str | None) -> bytes:
     return options[b"boundary"]
 
 
-def too_big(size: int, limit: int) -> ServeError:
+def too_big(size: int, max_mb: float) -> ServeError:
     return ServeError(
         413,
-        f"the upload is {size / 2**20:.1f} MB or more, over max_upload_mb={limit / 2**20:g}: send fewer or "
+        f"the upload is {size / 2**20:.1f} MB or more, over max_upload_mb={max_mb:g}: send fewer or "
         "smaller photos per request, or start the service with a larger max_upload_mb.",
     )
 
 
-async def read_body(chunks: AsyncIterator[bytes], limit: int, declared: str | None) -> bytes:
-    """The request body, refused (413) as soon as it passes ``limit`` bytes, or at once when its declared
+async def read_body(chunks: AsyncIterator[bytes], max_mb: float, declared: str | None) -> bytes:
+    """The request body, refused (413) as soon as it passes ``max_mb`` MiB, or at once when its declared
     Content-Length does."""
+    limit = int(max_mb * 2**20)
     if declared and declared.isdigit() and int(declared) > limit:
-        raise too_big(int(declared), limit)
+        raise too_big(int(declared), max_mb)
     body = bytearray()
     async for chunk in chunks:
         body += chunk
         if len(body) > limit:
-            raise too_big(len(body), limit)
+            raise too_big(len(body), max_mb)
     return bytes(body)
 
 
