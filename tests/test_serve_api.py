@@ -282,7 +282,7 @@ def test_save_uploads_keeps_each_upload_inside_its_folder_under_a_safe_name(clie
 
 def test_the_api_key_guards_every_v1_call_but_not_healthz(tiny_checkpoints, photos):
     with (
-        open_service(tiny_checkpoints["vit"], face="none", device="cpu") as opened,
+        open_service(tiny_checkpoints["vit"], face="none", device="cpu", limits=LIMITS) as opened,
         TestClient(create_app(opened, api_key="s3cret")) as keyed,
     ):
         assert keyed.get("/healthz").status_code == 200
@@ -296,6 +296,24 @@ def test_the_api_key_guards_every_v1_call_but_not_healthz(tiny_checkpoints, phot
         sent = files(("a.png", photos["astronaut.png"].read_bytes()))
         answer = keyed.post("/v1/predict", files=sent, headers={"X-API-Key": "s3cret"})
         assert answer.status_code == 200 and answer.json()["images"][0]["predictions"][0]["face"] is None
+
+
+def test_a_bug_is_a_json_500_and_the_service_serves_on(tiny_checkpoints, photos, monkeypatch):
+    with open_service(tiny_checkpoints["vit"], face="none", device="cpu", limits=LIMITS) as opened:
+        real = opened.answer
+
+        async def broken_once(*args, **kwargs):
+            monkeypatch.setattr(opened, "answer", real)
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(opened, "answer", broken_once)
+        with TestClient(create_app(opened), raise_server_exceptions=False) as test_client:
+            sent = files(("a.png", photos["astronaut.png"].read_bytes()))
+            answer = test_client.post("/v1/predict", files=sent)
+            assert answer.status_code == 500 and answer.json() == {
+                "detail": "internal error (RuntimeError): a bug"
+            }
+            assert test_client.post("/v1/predict", files=sent).status_code == 200
 
 
 def test_requests_arriving_together_are_judged_in_one_batch_and_each_gets_its_own_answer():

@@ -115,7 +115,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.face.mode != "none":
         landmarker = model_file(cfg, "face_landmarker.task")  # before the model: a missing file is one error
         finder = partial(FaceFinder, landmarker, **{key: cfg.face[key] for key in FINDER_OPTIONS})
-    api_key = cfg.api_key or os.environ.get(KEY_VARIABLE) or None
+    api_key = str(cfg.api_key) if cfg.api_key is not None else os.environ.get(KEY_VARIABLE) or None
     with open_service(
         cfg.model,
         threshold=cfg.threshold,

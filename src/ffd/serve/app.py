@@ -74,6 +74,11 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     async def refused(request: Request, error: ServeError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=error.status)
 
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception) -> JSONResponse:
+        """A bug, not the request's fault: JSON as every answer is, and uvicorn logs the trace."""
+        return JSONResponse({"detail": f"internal error ({type(error).__name__}): {error}"}, status_code=500)
+
     def check_key(given: str | None = Depends(key_header)) -> None:
         if api_key and not hmac.compare_digest((given or "").encode(), api_key.encode()):
             wrong = "a wrong" if given else "no"

@@ -41,12 +41,13 @@ from ffd.trust.decision import Decision, decision_for
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may hold; ``save_uploads``: the folder uploads are kept in (None: nowhere)."""
+    """What one request may hold (conf/serve.yaml has the defaults and says what each one does);
+    ``save_uploads``: the folder uploads are kept in (None: nowhere)."""
 
-    max_upload_mb: float = 20.0
-    max_pixels: int = 40_000_000
-    max_images: int = 16
-    timeout_s: float = 60.0
+    max_upload_mb: float
+    max_pixels: int
+    max_images: int
+    timeout_s: float
     save_uploads: Path | None = None
 
 
@@ -82,9 +83,10 @@ def decode_upload(upload: Upload, max_pixels: int) -> torch.Tensor:
             f"{upload.name}: {size[0]} x {size[1]} = {size[0] * size[1]:,} pixels, over max_pixels="
             f"{max_pixels:,}: downscale it, or start the service with a larger max_pixels.",
         )
-    data = torch.frombuffer(bytearray(upload.data), dtype=torch.uint8) if upload.data else torch.empty(0)
+    empty = torch.empty(0, dtype=torch.uint8)  # torch.frombuffer refuses an empty buffer
+    data = torch.frombuffer(bytearray(upload.data), dtype=torch.uint8) if upload.data else empty
     try:
-        return decode_rgb(data.to(torch.uint8), upload.name)
+        return decode_rgb(data, upload.name)
     except UnreadableImageError as error:
         status = 413 if error.reason.startswith("too many pixels") else 422
         raise ServeError(
@@ -139,17 +141,14 @@ class Service:
 
     def info(self) -> dict[str, Any]:
         """GET /v1/model: the model, its card and decision, the face mode, the limits, the queue's counts."""
-        limits = {
-            key: (str(value) if isinstance(value, Path) else value)
-            for key, value in asdict(self.limits).items()
-        }
+        limits = asdict(self.limits) | {"save_uploads": self.limits.save_uploads is not None}  # no path shown
         return {
             "model": self.about,
             "card": self.detector.notes.get("card", {}),
             "decision": asdict(self.decision),
             "face": {"mode": self.face, "fallback": self.fallback},
             "explain": self.detector.classifier is not None,
-            "limits": limits | {"save_uploads": limits["save_uploads"] is not None},
+            "limits": limits,
             "batching": {"batch_size": self.batcher.batch_size, "max_wait_ms": 1000 * self.batcher.max_wait}
             | self.batcher.stats.summary(),
         }
@@ -247,7 +246,7 @@ def open_service(
     face: str = "none",
     fallback: str = "skip",
     finder: Callable[[int], FaceFinder] | None = None,
-    limits: Limits | None = None,
+    limits: Limits,
     batch_size: int = 32,
     max_wait_ms: float = 5.0,
 ) -> Service:
@@ -263,4 +262,4 @@ def open_service(
     if finder is not None and face != "none":
         search = resources.enter_context(finder(detector.image_size))
     batcher = Batcher(detector.run, batch_size, max_wait_ms)
-    return Service(detector, decision, about, face, fallback, search, limits or Limits(), batcher, resources)
+    return Service(detector, decision, about, face, fallback, search, limits, batcher, resources)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -76,31 +76,34 @@ async def read_body(chunks: AsyncIterator[bytes], max_mb: float, declared: str |
     return bytes(body)
 
 
-def split_parts(body: bytes, boundary: bytes) -> list[dict[str, object]]:
-    """The parts of a multipart body: each its headers (lower-case names) and data, in memory."""
-    parts: list[dict[str, object]] = []
-    field, value = bytearray(), bytearray()
-    current: dict[str, object] = {}
+@dataclass
+class Part:
+    """One part of a multipart body, in memory: its headers (lower-case names) and its data."""
+
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    data: bytearray = field(default_factory=bytearray)
+    ended: bool = False
+
+
+def split_parts(body: bytes, boundary: bytes) -> list[Part]:
+    """The parts of a multipart body; 400 for a body that is not valid multipart or ends inside a part."""
+    parts: list[Part] = []
+    name, value = bytearray(), bytearray()
 
     def on_header_end() -> None:
-        current["headers"][bytes(field).lower()] = bytes(value)  # type: ignore[index]
-        field.clear()
+        parts[-1].headers[bytes(name).lower()] = bytes(value)
+        name.clear()
         value.clear()
 
-    def on_part_begin() -> None:
-        current.clear()
-        current.update(headers={}, data=bytearray(), open=True)
-
     def on_part_end() -> None:
-        current["open"] = False
-        parts.append(dict(current))
+        parts[-1].ended = True
 
     callbacks = {
-        "on_part_begin": on_part_begin,
-        "on_header_field": lambda data, start, end: field.extend(data[start:end]),
+        "on_part_begin": lambda: parts.append(Part()),
+        "on_header_field": lambda data, start, end: name.extend(data[start:end]),
         "on_header_value": lambda data, start, end: value.extend(data[start:end]),
         "on_header_end": on_header_end,
-        "on_part_data": lambda data, start, end: current["data"].extend(data[start:end]),  # type: ignore[union-attr]
+        "on_part_data": lambda data, start, end: parts[-1].data.extend(data[start:end]),
         "on_part_end": on_part_end,
     }
     try:
@@ -109,7 +112,7 @@ def split_parts(body: bytes, boundary: bytes) -> list[dict[str, object]]:
         parser.finalize()
     except MultipartParseError as error:
         raise ServeError(400, f"the multipart body cannot be parsed ({error}): {HOW_TO_SEND}.") from error
-    if current.get("open"):
+    if parts and not parts[-1].ended:
         raise ServeError(400, "the multipart body ends inside a part (a truncated upload?): send it again.")
     return parts
 
@@ -119,7 +122,7 @@ def photos_of(body: bytes, boundary: bytes, max_images: int) -> list[Upload]:
     file, 415 for a part whose type is not an image's."""
     uploads = []
     for part in split_parts(body, boundary):
-        headers: dict[bytes, bytes] = part["headers"]  # type: ignore[assignment]
+        headers = part.headers
         _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         filename = disposition.get(b"filename")
@@ -133,7 +136,7 @@ def photos_of(body: bytes, boundary: bytes, max_images: int) -> list[Upload]:
                 f"{filename}: sent as {kind}, not as an image: send photos as image/* (curl -F "
                 f"{FIELD}=@photo.jpg sets it from the suffix) or application/octet-stream.",
             )
-        uploads.append(Upload(filename, kind, bytes(part["data"])))  # type: ignore[arg-type]
+        uploads.append(Upload(filename, kind, bytes(part.data)))
     if not uploads:
         raise ServeError(400, f"the request holds no photo: {HOW_TO_SEND}.")
     if len(uploads) > max_images:
