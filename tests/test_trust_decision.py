@@ -34,10 +34,22 @@ def test_choose_calibrates_and_picks_the_threshold_by_policy() -> None:
     calibrated = decision.Decision(notes["threshold"], notes["temperature"], "").calibrate(
         1 / (1 + np.exp(-logits))
     )
-    assert np.mean(calibrated[labels == 0] >= notes["threshold"]) <= 0.01
+    assert np.mean(calibrated[labels == 0] > notes["threshold"]) <= 0.01
     eer = decision.choose(labels, logits, "eer", 0.5, 0.01, "none")
     assert eer["threshold"] == pytest.approx(metrics.eer(labels, 1 / (1 + np.exp(-logits)))[1])
     assert decision.choose(labels, logits, "fixed", 0.7, 0.01, "none")["threshold"] == 0.7
+
+
+def test_a_separable_validation_split_gives_a_decision_that_calls_its_fakes_fake() -> None:
+    """The quickstart case: validation perfectly separated, so the fitted temperature is sharp (T << 1) and
+    the calibrated P(fake) of every fake is 1.0; the stored threshold was 1.0 and every verdict real."""
+    labels = np.array([0] * 200 + [1] * 200)
+    logits = np.concatenate([np.linspace(-12.0, -4.0, 200), np.linspace(4.0, 12.0, 200)])
+    notes = decision.choose(labels, logits, "eer", 0.5, 0.01, "temperature")
+    assert notes["temperature"] < 1
+    rule = decision.Decision(notes["threshold"], notes["temperature"], "")
+    said = rule.is_fake((1 / (1 + np.exp(-logits))).astype(np.float32))  # as a model's float32 output
+    assert said[labels == 1].all() and not said[labels == 0].any(), notes
 
 
 def test_decision_for_precedence() -> None:

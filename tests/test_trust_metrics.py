@@ -16,7 +16,7 @@ def _scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rates(labels: np.ndarray, probs: np.ndarray, t: float) -> tuple[float, float]:
-    said = probs >= t
+    said = probs > t  # ffd's rule (ffd.report.verdict, torchmetrics' threshold): fake above, strictly
     return float(said[labels == 0].mean()), float(said[labels == 1].mean())
 
 
@@ -27,7 +27,7 @@ def test_eer_is_where_false_alarms_meet_misses(seed: int) -> None:
     fpr, tpr = _rates(labels, probs, threshold)
     assert abs(fpr - (1 - tpr)) < 0.01
     assert abs(rate - fpr) < 0.01
-    gaps = [abs(f - (1 - t)) for f, t in (_rates(labels, probs, s) for s in probs)]
+    gaps = [abs(f - (1 - t)) for f, t in (_rates(labels, probs, s) for s in np.append(probs, -1.0))]
     assert abs(fpr - (1 - tpr)) <= min(gaps) + 1e-9
 
 
@@ -40,8 +40,20 @@ def test_tpr_at_fpr_respects_the_budget_and_is_the_best_within_it(target: float)
     fpr, brute_tpr = _rates(labels, probs, threshold)
     assert fpr <= target
     assert tpr == pytest.approx(brute_tpr)
-    within = [t for f, t in (_rates(labels, probs, s) for s in np.unique(probs)) if f <= target]
+    within = [
+        t for f, t in (_rates(labels, probs, s) for s in np.append(np.unique(probs), -1.0)) if f <= target
+    ]
     assert tpr == pytest.approx(max(within))
+
+
+def test_a_threshold_keeps_its_operating_point_when_the_fakes_scores_saturate_at_one() -> None:
+    """A sharp temperature on a separable validation split puts every fake at exactly 1.0: the EER
+    threshold was 1.0 itself, and ``p > 1.0`` then called every fake real."""
+    labels = np.array([0] * 200 + [1] * 200)
+    probs = np.concatenate([np.linspace(0.0, 0.3, 200), np.ones(200)])
+    assert _rates(labels, probs, metrics.eer(labels, probs)[1]) == (0.0, 1.0)
+    false_alarms, caught = _rates(labels, probs, metrics.tpr_at_fpr(labels, probs, 0.01)[1])
+    assert false_alarms <= 0.01 and caught == 1.0
 
 
 def test_small_split_gives_none_and_a_note() -> None:

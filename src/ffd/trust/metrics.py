@@ -38,7 +38,7 @@ def eer(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
     fpr, tpr, thresholds = _roc(labels, probs)
     fnr = 1.0 - tpr
     i = int(np.argmin(np.abs(fpr - fnr)))
-    return float((fpr[i] + fnr[i]) / 2), float(min(thresholds[i], 1.0))
+    return float((fpr[i] + fnr[i]) / 2), _strict_threshold(probs, thresholds, i)
 
 
 def tpr_at_fpr(labels: np.ndarray, probs: np.ndarray, target: float) -> tuple[float, float] | None:
@@ -50,7 +50,22 @@ def tpr_at_fpr(labels: np.ndarray, probs: np.ndarray, target: float) -> tuple[fl
     fpr, tpr, thresholds = _roc(labels, probs)
     ok = np.flatnonzero(fpr <= target + 1e-12)
     i = int(ok[-1])
-    return float(tpr[i]), float(min(thresholds[i], 1.0))
+    return float(tpr[i]), _strict_threshold(probs, thresholds, i)
+
+
+def _strict_threshold(probs: np.ndarray, thresholds: np.ndarray, i: int) -> float:
+    """The threshold giving the ROC's i-th operating point under ffd's rule, fake when p > threshold.
+
+    A ROC point counts p >= thresholds[i] as fake; used as is with ``>``, every score equal to it would
+    flip to real: with saturated probabilities (all validation fakes at exactly 1.0, as a sharp
+    temperature gives on a separable split), that was every fake. Halfway to the next lower score makes the
+    same calls under ``>``. Point 0 is torchmetrics' "nothing is fake", which 1.0 keeps."""
+    if i == 0:
+        return 1.0
+    at = float(thresholds[i])
+    below = np.asarray(probs, dtype=np.float64)
+    below = below[below < at]
+    return float((at + below.max()) / 2) if below.size else float(np.nextafter(at, -np.inf))
 
 
 def too_small_note(labels: np.ndarray, targets: tuple[float, ...] = FPR_TARGETS) -> str | None:
