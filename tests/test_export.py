@@ -16,7 +16,7 @@ import onnx
 import pytest
 import torch
 
-from cli import TINY_DATA, run_dirs, run_ffd
+from cli import TINY_DATA, run_dirs, run_ffd, run_in_process
 from ffd.assets import sha256_of
 from ffd.data.synthetic import generate
 from ffd.deploy.parity import changed_verdicts, latency
@@ -221,7 +221,7 @@ def test_int8_on_a_test_only_set_says_calibration_needs_validation_images(tiny_c
     shutil.move(made / "test", other)
     settings = [o for o in EXPORT_TINY if not o.startswith("data")]  # not data=synthetic
     common = ["ffd.export", f"ckpt_path={tiny_checkpoints['vit']}", *settings, f"data.root={other}"]
-    result = run_ffd(*common, root=tmp_path, expect_ok=False)
+    result = run_in_process(*common, root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "int8 needs validation images for its calibration" in result.stderr
     assert not list(tmp_path.glob("outputs/**/*.onnx"))
@@ -251,7 +251,7 @@ def test_int8_on_a_test_only_set_says_calibration_needs_validation_images(tiny_c
     ],
 )
 def test_bad_options_are_one_clear_error(tmp_path, overrides, message):
-    result = run_ffd("ffd.export", *overrides, "data=synthetic", root=tmp_path, expect_ok=False)
+    result = run_in_process("ffd.export", *overrides, "data=synthetic", root=tmp_path)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
 
@@ -270,9 +270,7 @@ def test_an_unusable_output_folder_is_refused_before_any_export(tiny_checkpoints
         out = tmp_path / "a-file" / "out"
         message = "cannot be written to"
     ckpt = f"ckpt_path={tiny_checkpoints['vit']}"
-    result = run_ffd(
-        "ffd.export", ckpt, *EXPORT_TINY, f"export.output_dir={out}", root=tmp_path, expect_ok=False
-    )
+    result = run_in_process("ffd.export", ckpt, *EXPORT_TINY, f"export.output_dir={out}", root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"export.output_dir={out}" in result.stderr and message in result.stderr
     if place == "earlier export":

@@ -13,7 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data.distributed import DistributedSampler
 
-from cli import TINY, TINY_DATA, run_dirs, run_ffd
+from cli import TINY, TINY_DATA, run_dirs, run_ffd, run_in_process
 from ffd.data.index import index_dataset
 from ffd.data.synthetic import generate
 from ffd.report import REPORT_FILES
@@ -79,7 +79,10 @@ def test_eval_on_the_synthetic_set_draws_it_at_the_checkpoints_size(tiny_checkpo
     """A 32 px model evaluated with data=synthetic (64 px by default): the set is made at 32 px, since
     resizing a 64 px one would erase the upsampling trace its fakes carry."""
     counts = [o for o in TINY_DATA if o.startswith("data.synthetic.") and "image_size" not in o]
-    run_ffd("ffd.eval", f"ckpt_path={tiny_checkpoints['vit']}", "data=synthetic", *counts, root=tmp_path)
+    result = run_in_process(
+        "ffd.eval", f"ckpt_path={tiny_checkpoints['vit']}", "data=synthetic", *counts, root=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
     (run,) = run_dirs(tmp_path, "eval")
     data = json.loads((run / "report" / "metrics.json").read_text())["data"]
     assert data["image_size"] == 32 and Path(data["root"]).name.startswith("s32_"), data
@@ -89,9 +92,7 @@ def test_eval_with_no_readable_test_image_says_so_and_lists_them(tiny_checkpoint
     data = generate(tmp_path / "data" / "synthetic" / "s32_24-12-12_seed0", 32, 24, 12, 12, progress=False)
     for path, _ in index_dataset(data).samples["test"]:
         Path(path).write_bytes(Path(path).read_bytes()[:40])  # the JPEG header kept: found, not decodable
-    result = run_ffd(
-        "ffd.eval", f"ckpt_path={tiny_checkpoints['vit']}", *TINY_DATA, root=tmp_path, expect_ok=False
-    )
+    result = run_in_process("ffd.eval", f"ckpt_path={tiny_checkpoints['vit']}", *TINY_DATA, root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "No test image could be read" in result.stderr, result.stderr[-2000:]
     (run,) = run_dirs(tmp_path, "eval")
@@ -131,7 +132,7 @@ def test_a_run_that_tests_needs_its_test_split_before_it_trains(tmp_path, test):
     does not test never reads the test split."""
     faces = generate(tmp_path / "faces", 32, 24, 12, 12, progress=False)
     shutil.rmtree(faces / "test" / "fake")
-    result = run_ffd(
+    result = run_in_process(
         "ffd.train",
         "model=vit",
         "data=kaggle",
@@ -143,8 +144,8 @@ def test_a_run_that_tests_needs_its_test_split_before_it_trains(tmp_path, test):
         "callbacks.model_summary=null",
         f"test={test}",
         root=tmp_path,
-        expect_ok=not test,
     )
+    assert result.returncode == (1 if test else 0), result.stderr[-2000:]
     (run,) = run_dirs(tmp_path, "train")
     if test:
         assert result.returncode == 1 and "split 'test' has no fake images" in result.stderr, result.stderr
@@ -164,7 +165,7 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, content):
         path.write_text(content)
     elif content is not None:
         torch.save(content, path)
-    result = run_ffd("ffd.eval", f"ckpt_path={path}", "data=synthetic", root=tmp_path, expect_ok=False)
+    result = run_in_process("ffd.eval", f"ckpt_path={path}", "data=synthetic", root=tmp_path)
     assert result.returncode == 1
     assert str(path) in result.stderr and "ckpt" in result.stderr and "Traceback" not in result.stderr
 
@@ -181,9 +182,7 @@ def test_resuming_from_a_wrong_checkpoint_path_is_one_clear_error(tiny_checkpoin
         "missing": (tmp_path / "absent.ckpt", "vit", "absent.ckpt does not exist"),
         "other model": (tiny_checkpoints["vit"], "densenet", "holds a 'vit' model, not the 'densenet'"),
     }[given]
-    result = run_ffd(
-        "ffd.train", *TINY, f"model={model}", f"ckpt_path={path}", root=tmp_path, expect_ok=False
-    )
+    result = run_in_process("ffd.train", *TINY, f"model={model}", f"ckpt_path={path}", root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert message in result.stderr
 
@@ -196,7 +195,8 @@ def test_a_fit_that_is_not_tested_still_lists_the_files_it_skipped(tmp_path):
     Path(truncated).write_bytes(Path(truncated).read_bytes()[:40])  # found by the index, fails to decode
     empty = Path(truncated).with_name("empty.jpg")
     empty.write_bytes(b"")  # skipped by the index
-    run_ffd("ffd.train", *TINY, "model=vit", "test=false", root=tmp_path)
+    result = run_in_process("ffd.train", *TINY, "model=vit", "test=false", root=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
     (run,) = run_dirs(tmp_path, "train")
     listed = (run / "report" / "bad_files.txt").read_text()
     assert listed.startswith("# 2 unreadable file(s)") and truncated in listed and str(empty) in listed
@@ -291,7 +291,10 @@ def test_two_process_ddp_logs_each_test_image_once(tmp_path):
 def test_last_ckpt_is_the_latest_epoch_even_when_the_best_is_older(tmp_path):
     """Lightning 2.6 writes save_last's copy only when the monitored metric improves; at lr 0 it never
     does after epoch 0, yet last.ckpt (what a user resumes from) must hold the final epoch."""
-    run_ffd("ffd.train", *TINY, "model=vit", "trainer.max_epochs=3", "model.optimizer.lr=0", root=tmp_path)
+    result = run_in_process(
+        "ffd.train", *TINY, "model=vit", "trainer.max_epochs=3", "model.optimizer.lr=0", root=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
     (run,) = run_dirs(tmp_path, "train")
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 2, last["epoch"]
@@ -342,11 +345,7 @@ def test_a_missing_dependency_names_what_to_install(tmp_path, command, module, e
 
 @pytest.mark.parametrize(("command", "key"), [("ffd.predict", "model"), ("ffd.segment", "input")])
 def test_a_missing_required_option_is_one_line(tmp_path, command, key):
-    result = (
-        run_ffd(command, "input=photos", root=tmp_path, expect_ok=False)
-        if key == "model"
-        else run_ffd(command, root=tmp_path, expect_ok=False)
-    )
+    result = run_in_process(command, *(["input=photos"] if key == "model" else []), root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{key}= is required" in result.stderr
 
@@ -362,7 +361,8 @@ def test_a_missing_required_option_is_one_line(tmp_path, command, key):
 )
 def test_a_config_object_that_cannot_be_built_is_one_clear_error(tmp_path, overrides, message):
     """Hydra wraps a constructor's error in its own 'Error in call to target' text: ffd unwraps it."""
-    result = run_ffd("ffd.train", "experiment=quickstart", *overrides, root=tmp_path, expect_ok=False)
+    counts = [o for o in TINY if o.startswith("data.synthetic.") and "image_size" not in o]  # a small set
+    result = run_in_process("ffd.train", "experiment=quickstart", *counts, *overrides, root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "ffd: error: " in result.stderr and message in result.stderr
     assert "Error in call to target" not in result.stderr
@@ -373,9 +373,7 @@ def test_a_config_object_that_cannot_be_built_is_one_clear_error(tmp_path, overr
 def test_fine_tuning_a_random_backbone_is_refused_before_any_work(tmp_path):
     """model.net.pretrained=false, which the offline error offers, trained a random DenseNet121 frozen but
     for its top quarter, BatchNorm never leaving its initial statistics, with no word."""
-    result = run_ffd(
-        "ffd.train", "data=synthetic", "model.net.pretrained=false", root=tmp_path, expect_ok=False
-    )
+    result = run_in_process("ffd.train", "data=synthetic", "model.net.pretrained=false", root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "ffd: error: model.net.pretrained=false starts the backbone from random weights" in result.stderr
     assert "callbacks.finetune=null" in result.stderr
