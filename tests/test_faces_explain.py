@@ -26,8 +26,9 @@ from torchvision.transforms.v2 import functional as TF
 from ffd import assets
 from ffd.eval import evaluate
 from ffd.faces.attribution import ATTRIBUTION_REGIONS, region_map, region_shares
-from ffd.faces.explain import ExplainError, GradCam, _LogitColumn, overlay, refuse_onnx_explain
+from ffd.faces.explain import ExplainError, GradCam, _LogitColumn, refuse_onnx_explain
 from ffd.faces.explain_report import EXPLAIN_FILES, GROUPS, Explainer, Row, model_pixels, spread
+from ffd.faces.overlay import overlay
 from ffd.models.classifier import DeepfakeClassifier
 from ffd.segmentation.landmarks import Face, FaceLandmarker
 from ffd.segmentation.regions import region_masks

@@ -175,3 +175,37 @@ def test_the_readme_onnx_snippet_feeds_the_model_what_ffd_does(tiny_checkpoints,
     # the ONNX file carries the checkpoint's model card, and predict prints it
     assert run.settings["model_card"] == load_classifier(checkpoint).notes["card"]
     assert "Model card: vit" in console.file.getvalue()
+
+
+def test_predict_judges_photos_without_the_explain_extra(tiny_checkpoints, tmp_path):
+    """After a plain `pip install -e .` grad-cam is absent: ffd.predict imported it through the heatmap
+    drawing and could not start at all, explain=false included."""
+    shadow = tmp_path / "shadow" / "pytorch_grad_cam"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError('No module named pytorch_grad_cam', name='pytorch_grad_cam')"
+    )
+    photo = tmp_path / "face.png"
+    write_png(TF.resize(grace_hopper(), [64, 64], antialias=True), str(photo))
+    env = {"PYTHONPATH": str(shadow.parent)}
+    run_ffd(
+        "ffd.predict",
+        f"input={photo}",
+        f"model={tiny_checkpoints['vit']}",
+        "face=none",
+        root=tmp_path,
+        env=env,
+    )
+    (run,) = run_dirs(tmp_path, "predict")
+    rows = list(csv.DictReader((run / "predictions.csv").open()))
+    assert len(rows) == 1 and rows[0]["verdict"] in ("real", "fake")
+    refused = run_ffd(
+        "ffd.predict",
+        f"input={photo}",
+        f"model={tiny_checkpoints['vit']}",
+        "explain=true",
+        root=tmp_path,
+        env=env,
+        expect_ok=False,
+    )
+    assert refused.returncode == 1 and 'pip install -e ".[explain]"' in refused.stderr, refused.stderr[-2000:]

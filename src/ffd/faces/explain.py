@@ -19,11 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import colormaps
 from pytorch_grad_cam import HiResCAM
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ffd.errors import UserError
 from ffd.models.classifier import DeepfakeClassifier
@@ -124,15 +122,3 @@ class GradCam:
             maps = self._cam(inputs, targets)
         self._cam.activations_and_grads.clear()
         return np.clip(maps, 0.0, 1.0).astype(np.float32)
-
-
-def overlay(image: Tensor, heatmap: np.ndarray, alpha: float = 0.45) -> Tensor:
-    """An RGB uint8 image (3, H, W) with a heatmap in [0, 1] (any size, resized to the image) blended over
-    it in matplotlib's 'jet' colours: uint8 (3, H, W), for PNGs and report figures."""
-    height, width = image.shape[-2:]
-    heat = torch.as_tensor(heatmap, dtype=torch.float32)[None, None]
-    heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-    colours = colormaps["jet"](heat.clamp(0, 1).numpy())[..., :3]  # (H, W, 3) in 0..1
-    coloured = torch.from_numpy(colours).permute(2, 0, 1).float() * 255.0
-    blended = (1.0 - alpha) * image.float() + alpha * coloured
-    return blended.round().clamp(0, 255).to(torch.uint8)

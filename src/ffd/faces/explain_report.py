@@ -35,7 +35,8 @@ from ffd import resolvers  # noqa: F401  (run(cfg) resolves ${ffd.model_cache:})
 from ffd.data.transforms import eval_transform
 from ffd.errors import UnreadableImageError
 from ffd.faces.attribution import ATTRIBUTION_REGIONS, region_shares
-from ffd.faces.explain import ExplainError, GradCam, overlay, refuse_onnx_explain
+from ffd.faces.explain import ExplainError, GradCam, refuse_onnx_explain
+from ffd.faces.overlay import overlay
 from ffd.images import read_rgb
 from ffd.models.classifier import DeepfakeClassifier
 from ffd.options import count_problem, flag_problem

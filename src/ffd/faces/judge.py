@@ -22,7 +22,7 @@ from torchvision.io import write_png
 from ffd.data.transforms import eval_transform
 from ffd.errors import UnreadableImageError
 from ffd.faces.align import AlignedFace, FaceSearch, is_aligned_crop
-from ffd.faces.explain import overlay
+from ffd.faces.overlay import overlay
 from ffd.images import read_rgb
 from ffd.segmentation import draw
 

@@ -29,8 +29,9 @@ from ffd.assets import sha256_of
 from ffd.errors import UnreadableImageError
 from ffd.faces.align import FaceFinder, invert
 from ffd.faces.attribution import region_shares
-from ffd.faces.explain import GradCam, overlay
+from ffd.faces.explain import GradCam
 from ffd.faces.judge import Item, photo_items
+from ffd.faces.overlay import overlay
 from ffd.images import FORMATS, decode_rgb
 from ffd.inference import Detector, open_detector
 from ffd.report import verdict
