@@ -9,38 +9,18 @@ outputs/predict/<timestamp>/, where predict.log records the run in one line.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ffd.faces.align import FINDER_OPTIONS, FaceFinder
 from ffd.faces.judge import FACE_MODES
 from ffd.hints import suggest_keys
 from ffd.inference import predict
-from ffd.runtime import exit_on_user_error, sigterm_stops_like_ctrl_c
+from ffd.runtime import exit_on_user_error, sigterm_stops_like_ctrl_c, store_task_config
 from ffd.segmentation.pipeline import model_file
 
-
-def _register_configs() -> None:
-    """Compose predict.yaml from the config store rather than the conf/ folder.
-
-    ``model=FILE`` is this command's argument, but in conf/ ``model`` is also the training config group,
-    and Hydra would read the override as a choice of that group. The store holds only what predict.yaml
-    uses (paths, hydra, model_files, face), read from the same files, so the run folder and logging are the
-    other tasks'.
-    """
-    conf = Path(__file__).resolve().parent / "conf"
-    store = ConfigStore.instance()
-    store.store(name="predict", node=OmegaConf.load(conf / "predict.yaml"))
-    for group in ("paths", "hydra", "model_files"):
-        store.store(group=group, name="default", node=OmegaConf.load(conf / group / "default.yaml"))
-    for option in FACE_MODES:
-        store.store(group="face", name=option, node=OmegaConf.load(conf / "face" / f"{option}.yaml"))
-
-
-_register_configs()
+store_task_config("predict", FACE_MODES)
 
 
 @suggest_keys("predict", config_dir=None)

@@ -10,9 +10,11 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -20,9 +22,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from ffd import record, resolvers  # noqa: F401  (registers the config resolvers)
 from ffd.errors import USER_ERRORS, UserError
-from ffd.options import count_problem as count_problem  # re-exported: data/datamodule.py imports it from here
 from ffd.options import flag_problem
-from ffd.options import workers_problem as workers_problem  # (so does datamodule.py): move it to ffd.options
 
 T = TypeVar("T")
 
@@ -86,6 +86,22 @@ def needs_extra(module: str, extra: str | None) -> str:
         f"needs {module}, one of ffd's optional '{extra}' dependencies: "
         f'pip install -e ".[{extra}]" in a clone, or pip install "ffd[{extra}]".'
     )
+
+
+def store_task_config(task: str, face_modes: Iterable[str]) -> None:
+    """Compose conf/TASK.yaml from Hydra's config store rather than the conf/ folder (ffd.predict, ffd.serve).
+
+    ``model=FILE`` is such a command's argument, but in conf/ ``model`` is also the training config group,
+    and Hydra would read the override as a choice of that group. The store holds only what the task uses
+    (paths, hydra, model_files, face), read from the same files, so the run folder and logging are the
+    other tasks'."""
+    conf = Path(__file__).resolve().parent / "conf"
+    store = ConfigStore.instance()
+    store.store(name=task, node=OmegaConf.load(conf / f"{task}.yaml"))
+    for group in ("paths", "hydra", "model_files"):
+        store.store(group=group, name="default", node=OmegaConf.load(conf / group / "default.yaml"))
+    for option in face_modes:
+        store.store(group="face", name=option, node=OmegaConf.load(conf / "face" / f"{option}.yaml"))
 
 
 # Words that mean a switch's value to a person but are plain strings to Hydra (which knows true and false),

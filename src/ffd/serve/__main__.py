@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-import ffd.predict  # noqa: F401  (stores the groups serve.yaml composes: paths, hydra, model_files, face)
 from ffd.errors import UserError
 from ffd.faces.align import FINDER_OPTIONS, FaceFinder
 from ffd.faces.judge import FACE_MODES, FALLBACKS
@@ -23,18 +21,17 @@ from ffd.hints import suggest_keys
 from ffd.inference import decision_line
 from ffd.models.card import card_line, synthetic_warning
 from ffd.options import count_problem, device_problem, threshold_problem
-from ffd.runtime import exit_on_user_error, needs_extra
+from ffd.runtime import exit_on_user_error, needs_extra, store_task_config
 from ffd.segmentation.pipeline import model_file
 from ffd.serve.service import Limits, open_service
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 KEY_VARIABLE = "FFD_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SERVE_MODULES = ("fastapi", "uvicorn", "starlette", "python_multipart")
 
 # As ffd.predict: composed from the config store, since model= is this command's argument and, in conf/, a
 # config group of training.
-ConfigStore.instance().store(name="serve", node=OmegaConf.load(CONF / "serve.yaml"))
+store_task_config("serve", FACE_MODES)
 
 
 class ServeOptionError(UserError):
