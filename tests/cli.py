@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 import os
+import runpy
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -114,3 +117,46 @@ def run_in_process(module: str, *overrides: str, root: Path) -> subprocess.Compl
             for key in set(os.environ) - environ:  # PL_GLOBAL_SEED and the like, set by the task
                 patch.delenv(key)
     return subprocess.CompletedProcess([module, *overrides], code, stdout.getvalue(), stderr.getvalue())
+
+
+def run_main_in_process(module: str, *arguments: str) -> subprocess.CompletedProcess:
+    """``python -m module arguments`` in this process, through hydra.main and the hints around it (runpy
+    runs the module as __main__, so that hydra.main finds conf/ beside its file), for what is answered
+    before any job starts: ``--help``, and an override Hydra cannot compose (its error, then ffd's hints).
+    Hydra sets up logging even for those: undone here, so that later tests log as before."""
+    from hydra.core.hydra_config import HydraConfig
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code, logging_state = 0, _logging_state()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", [module, *arguments])
+        for key, value in PROCESS_ENV.items():
+            patch.setenv(key, value)
+        try:
+            with (
+                contextlib.redirect_stdout(stdout),
+                contextlib.redirect_stderr(stderr),
+                warnings.catch_warnings(),
+            ):
+                # runpy's note that the module was imported before: this process imports ffd's modules
+                warnings.filterwarnings("ignore", "'ffd.* found in sys.modules", RuntimeWarning)
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        finally:
+            HydraConfig.instance().cfg = None  # set while Hydra composed, --help's config too
+            _restore_logging(logging_state)
+    return subprocess.CompletedProcess([module, *arguments], code, stdout.getvalue(), stderr.getvalue())
+
+
+def _logging_state() -> dict[logging.Logger, tuple]:
+    """Every logger's handlers, level, propagation and switch, the root's included."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.Logger.manager.loggerDict)]
+    return {lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers}
+
+
+def _restore_logging(state: dict[logging.Logger, tuple]) -> None:
+    for lg, (handlers, level, propagate, disabled) in state.items():
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate, lg.disabled = propagate, disabled

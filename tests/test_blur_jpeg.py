@@ -196,11 +196,9 @@ def test_a_prob_outside_0_1_is_refused_before_any_work(tmp_path: Path, prob: obj
 
 
 def test_the_command_line_says_what_to_fix(tmp_path: Path) -> None:
-    from cli import run_ffd
+    from cli import run_in_process
 
-    result = run_ffd(
-        "ffd.train", "data=synthetic", "data.augment.blur_jpeg_prob=2", root=tmp_path, expect_ok=False
-    )
+    result = run_in_process("ffd.train", "data=synthetic", "data.augment.blur_jpeg_prob=2", root=tmp_path)
     assert result.returncode != 0
     assert "data.augment.blur_jpeg_prob=2 is not a probability" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "data").exists()

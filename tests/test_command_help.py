@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli import run_ffd
+from cli import run_main_in_process
 
 
 @pytest.mark.parametrize(
@@ -37,9 +37,11 @@ from cli import run_ffd
     ],
 )
 def test_help_shows_the_usage_and_only_the_command_s_own_config_groups(
-    tmp_path, command: str, usage: str, groups: list[str], not_its_groups: list[str]
+    command: str, usage: str, groups: list[str], not_its_groups: list[str]
 ) -> None:
-    shown = run_ffd(command, "--help", root=tmp_path).stdout
+    result = run_main_in_process(command, "--help")
+    assert result.returncode == 0
+    shown = result.stdout
     assert shown.startswith(usage), shown[:500]
     section = shown.split("== Configuration groups ==")[1].split("== Config ==")[0]
     assert all(group in section for group in groups), section

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from cli import run_ffd
+from cli import run_main_in_process
 from ffd import hints
 from ffd.hints import closest_key, launcher_hints, suggestions
 
@@ -33,12 +33,9 @@ def test_a_mistyped_key_gets_the_key_it_resembles(config: str, typed: list[str],
     assert line.startswith(f"ffd: did you mean {meant}? (`{typed[-1].split('=')[0]}` is not a key")
 
 
-def test_predict_is_composed_from_the_config_store(tmp_path) -> None:
-    """predict's `model` is a file, not the training config group of that name (a subprocess: importing
-    ffd.predict fills Hydra's config store, which would change how this process composes conf/)."""
-    result = run_ffd(
-        "ffd.predict", "input=x", "ckpt_path=y.ckpt", "thresold=0.3", root=tmp_path, expect_ok=False
-    )
+def test_predict_is_composed_from_the_config_store() -> None:
+    """predict's `model` is a file, not the training config group of that name."""
+    result = run_main_in_process("ffd.predict", "input=x", "ckpt_path=y.ckpt", "thresold=0.3")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "ffd: did you mean model=y.ckpt? (`ckpt_path` is not a key of the predict config)" in result.stderr
     assert "ffd: did you mean threshold=0.3? (`thresold` is not a key of the predict config)" in result.stderr
@@ -65,8 +62,8 @@ def test_a_group_choice_is_not_taken_for_another_commands_name() -> None:
     assert suggestions("train", ["model=last.ckpt"]) == []
 
 
-def test_eval_given_a_model_names_ckpt_path_after_hydras_error(tmp_path) -> None:
-    result = run_ffd("ffd.eval", "model=last.ckpt", root=tmp_path, expect_ok=False)
+def test_eval_given_a_model_names_ckpt_path_after_hydras_error() -> None:
+    result = run_main_in_process("ffd.eval", "model=last.ckpt")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "ffd: did you mean ckpt_path=last.ckpt?" in result.stderr
 
@@ -95,8 +92,8 @@ def test_a_key_matches_its_siblings_before_keys_elsewhere() -> None:
     assert closest_key("data.roots", known) == "data.root"
 
 
-def test_the_command_line_shows_the_suggestion_after_hydras_error(tmp_path) -> None:
-    result = run_ffd("ffd.train", "trainer.max_epoch=3", root=tmp_path, expect_ok=False)
+def test_the_command_line_shows_the_suggestion_after_hydras_error() -> None:
+    result = run_main_in_process("ffd.train", "trainer.max_epoch=3")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.index("Key 'max_epoch' is not in struct") < result.stderr.index(
         "ffd: did you mean trainer.max_epochs=3?"

@@ -201,9 +201,9 @@ def test_a_switch_word_on_the_command_line_is_refused_but_a_name_may_be_one():
 
 def test_the_command_line_refuses_a_switch_word_before_the_run(tmp_path):
     """data.augment=off reached the data module as the string "off": augmentation on."""
-    from cli import run_ffd
+    from cli import run_in_process
 
-    result = run_ffd("ffd.train", "data=synthetic", "data.augment=off", root=tmp_path, expect_ok=False)
+    result = run_in_process("ffd.train", "data=synthetic", "data.augment=off", root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "data.augment=off is not a switch: write data.augment=true or data.augment=false" in result.stderr
     assert not (tmp_path / "data").exists()  # refused before the synthetic set was written
@@ -244,14 +244,13 @@ def test_a_leading_tilde_in_a_file_or_folder_setting_is_the_home_folder(monkeypa
     assert cfg.export.note == "~ not a path" and cfg.output == "/runs/x"  # other keys, interpolations
 
 
-def test_every_command_reads_a_quoted_tilde_path_as_the_home_folder(tmp_path):
-    from cli import run_ffd
+def test_every_command_reads_a_quoted_tilde_path_as_the_home_folder(monkeypatch, tmp_path):
+    from cli import run_in_process
 
     home = tmp_path / "home"
     home.mkdir()
-    result = run_ffd(
-        "ffd.eval", "ckpt_path='~/missing.ckpt'", root=tmp_path, expect_ok=False, env={"HOME": str(home)}
-    )
+    monkeypatch.setenv("HOME", str(home))
+    result = run_in_process("ffd.eval", "ckpt_path='~/missing.ckpt'", root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{home}/missing.ckpt" in result.stderr, result.stderr[-2000:]
 

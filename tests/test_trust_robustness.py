@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cli import run_ffd
+from cli import run_ffd, run_in_process
 from ffd.data.index import index_dataset
 from ffd.data.synthetic import generate
 from ffd.deploy.convert import export_onnx
@@ -164,7 +164,7 @@ def test_a_bad_setting_is_one_error_naming_the_key(settings, key):
 
 def test_the_command_refuses_a_bad_severity_before_reading_the_model(tmp_path):
     overrides = ["ckpt_path=missing.ckpt", "robustness=default", "robustness.perturbations.blur=[-2]"]
-    result = run_ffd("ffd.eval", *overrides, root=tmp_path, expect_ok=False)
+    result = run_in_process("ffd.eval", *overrides, root=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "robustness.perturbations.blur=-2" in result.stderr, result.stderr[-2000:]
     assert "does not exist" not in result.stderr
