@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli import TINY, run_dirs, run_ffd
+from cli import TINY, run_in_process
 from ffd.trust import decision, metrics
 
 
@@ -76,9 +76,9 @@ def test_bad_options_name_the_option(policy: str, fpr: float, calibration: str, 
         decision.check_options(policy, 0.5, fpr, calibration)
 
 
-def test_a_tiny_training_run_stores_the_decision_and_reports_the_trust_metrics(tmp_path: Path) -> None:
-    run_ffd("ffd.train", *TINY, "model=densenet", "threshold.policy=eer", root=tmp_path)
-    (run,) = run_dirs(tmp_path, "train")
+def test_a_tiny_training_run_stores_the_decision_and_reports_the_trust_metrics(tiny_runs) -> None:
+    """The session's tiny DenseNet run: TINY with train.yaml's threshold.policy (eer) and calibration."""
+    run = tiny_runs["densenet"]
     best = next(file for file in (run / "checkpoints").glob("*.ckpt") if file.name != "last.ckpt")
     stored = torch.load(best, map_location="cpu", weights_only=True)["ffd"]["decision"]
     assert stored["chosen_on"] == "validation" and stored["policy"] == "eer"
@@ -90,8 +90,7 @@ def test_a_tiny_training_run_stores_the_decision_and_reports_the_trust_metrics(t
 
 
 def test_a_bad_threshold_option_is_refused_before_fitting(tmp_path: Path) -> None:
-    result = run_ffd(
-        "ffd.train", *TINY, "threshold.fpr=2", "threshold.policy=fpr", root=tmp_path, expect_ok=False
-    )
+    result = run_in_process("ffd.train", *TINY, "threshold.fpr=2", "threshold.policy=fpr", root=tmp_path)
+    assert result.returncode == 1
     assert "threshold.fpr" in result.stderr + result.stdout
     assert not list(tmp_path.rglob("*.ckpt"))
