@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from filelock import FileLock
 
 from cli import TINY, run_dirs, run_ffd
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n 2 on 2 cores: each worker, and each command it starts, computes on one thread; two
+    # workers with two threads each fought over the cores.
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,8 +38,15 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     The root (FFD_ROOT) is the runs' grandparent's parent; each run holds checkpoints/last.ckpt.
     """
-    root = tmp_path_factory.mktemp("tiny_runs")
-    run_ffd("ffd.train", "-m", *TINY, "model=densenet,vit", root=root)
+    # One sweep for all xdist workers: the first trains it in the session's shared temporary folder, the
+    # others wait on the lock and read it.
+    shared = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    root = tmp_path_factory.getbasetemp().parent / "tiny_runs" if shared else tmp_path_factory.mktemp("tiny")
+    with FileLock(f"{root}.lock") if shared else contextlib.nullcontext():
+        if not (root / "trained").is_file():
+            root.mkdir(exist_ok=True)
+            run_ffd("ffd.train", "-m", *TINY, "model=densenet,vit", root=root)
+            (root / "trained").touch()
     runs = {}
     for run in run_dirs(root, "train"):
         name = json.loads((run / "report" / "metrics.json").read_text())["model"]["name"]
