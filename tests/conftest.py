@@ -41,7 +41,9 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # One sweep for all xdist workers: the first trains it in the session's shared temporary folder, the
     # others wait on the lock and read it.
     shared = bool(os.environ.get("PYTEST_XDIST_WORKER"))
-    root = tmp_path_factory.getbasetemp().parent / "tiny_runs" if shared else tmp_path_factory.mktemp("tiny")
+    root = tmp_path_factory.getbasetemp().parent / "tiny_runs"  # the session's, above the workers' own
+    if not shared:
+        root = tmp_path_factory.mktemp("tiny_runs")
     with FileLock(f"{root}.lock") if shared else contextlib.nullcontext():
         if not (root / "trained").is_file():
             root.mkdir(exist_ok=True)
