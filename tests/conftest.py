@@ -19,6 +19,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # workers with two threads each fought over the cores.
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
+    # xdist hands its workers COLUMNS=80 and LINES=24: ffd's tables (ffd.console) would then fold at 80
+    # columns in the tests and the commands they start, unlike under a serial pytest, where neither is set.
+    for size in ("COLUMNS", "LINES"):
+        os.environ.pop(size, None)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -291,7 +291,9 @@ def test_a_folder_run_writes_one_output_per_image_and_never_over_an_input(
 
 
 def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # COLUMNS as run_ffd's: a table names a file whole however long pytest's temporary folder (xdist's
+    # popen-gw0/ adds a level) makes its path.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
     command = [sys.executable, "-m", "ffd.segment", f"hydra.run.dir={tmp_path / 'run'}", *overrides]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
 
