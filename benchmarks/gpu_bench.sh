@@ -5,7 +5,9 @@
 #   bash benchmarks/gpu_bench.sh [more ffd.bench overrides; a key given again replaces the one below]
 # By default: both models with torch.compile in CUDA-graph mode (compile mode reduce-overhead), the
 # augmentation on the GPU; the bare step (a) and the full loop (c), host syncs per step, torch.profiler
-# tables of (a) and (c). About 6 minutes on an H200 (1 for the ViT, 5 for DenseNet121, mostly compilation):
+# tables of (a) and (c), and a second (c) row with data.prefetch=true (the next batch copied and augmented
+# on a second CUDA stream, ffd.data.prefetch): its ratio to the first decides whether trainer=gpu turns it
+# on. About 6 minutes on an H200 (1 for the ViT, 5 for DenseNet121, mostly compilation):
 # the figures of 2026-11-27 in docs/speed.md. For torch.compile without CUDA graphs, add
 #   "train_overrides=['callbacks.speed.compile=true']"
 # The data pipeline alone (b) and the CPU-augmentation loop were measured before (docs/speed.md) and are
@@ -31,6 +33,7 @@ python3 -c "import torch, lightning, timm; print('torch', torch.__version__, 'li
 timeout "${BENCH_TIMEOUT_S:-540}" python3 -m ffd.bench models=[vit,densenet] steps=100 warmup_steps=30 \
   parts=[step,loop] augment_on=[gpu] \
   "train_overrides=['callbacks.speed.compile={mode:reduce-overhead}']" \
+  "loop_variants=[['data.prefetch=true']]" \
   profile_steps=5 \
   hydra.run.dir="$FFD_ROOT/bench" "$@" > "$OUT/bench.log" 2>&1
 status=$?
