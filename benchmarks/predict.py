@@ -75,7 +75,7 @@ def write_checkpoint(net: dict, path: Path) -> DeepfakeClassifier:
         accelerator="cpu",
     )
     trainer.fit(model, batches)
-    trainer.save_checkpoint(path)
+    trainer.save_checkpoint(path, weights_only=False)  # the whole file, as ffd.train writes it
     return model.eval()
 
 
