@@ -280,12 +280,12 @@ class FacesDataModule(L.LightningDataModule):
         sampler = None
         if not train and self._processes() > 1:  # Lightning keeps a DistributedSampler as it is
             sampler = MarkedPaddingSampler(dataset, self._processes(), self.trainer.global_rank)
-        prefetch = {}
+        ahead = {}  # PrefetchLoader's arguments
         if train and self.prefetch and self.trainer is not None:
-            prefetch = {"device": self.trainer.strategy.root_device, "augment": self.batch_augment}
-        return (PrefetchLoader if prefetch else DataLoader)(
+            ahead = {"device": self.trainer.strategy.root_device, "augment": self.batch_augment}
+        return (PrefetchLoader if ahead else DataLoader)(
             dataset,
-            **prefetch,
+            **ahead,
             batch_size=self.batch_size,
             shuffle=train,
             sampler=sampler,

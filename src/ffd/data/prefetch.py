@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, Dataset
 
 Batch = dict[str, Any]
@@ -61,10 +62,7 @@ class PrefetchLoader(DataLoader):
     def _send(self, batch: Batch, stream: torch.cuda.Stream | None) -> tuple[Batch, torch.cuda.Event | None]:
         """Queue the batch's copy and augmentation (on `stream` when given); an event marks their end."""
         with torch.cuda.stream(stream) if stream is not None else nullcontext():
-            moved = {
-                key: value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-                for key, value in batch.items()
-            }
+            moved = move_data_to_device(batch, self.device)  # Lightning's own move: non_blocking on CUDA
             if self.augment is not None:
                 moved["image"] = self.augment(moved["image"])
             return moved, stream.record_event() if stream is not None else None
