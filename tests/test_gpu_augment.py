@@ -152,13 +152,33 @@ def test_draws_are_reproducible_under_manual_seed() -> None:
     assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
 
 
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_float32_output_holds_the_uint8_outputs_values(interpolation: str) -> None:
+    """output="float32" only skips the cast: the model sees the very same numbers."""
+    images = batch(8)
+    as_bytes = BatchAugment(contrast=0.3, interpolation=interpolation)
+    params = as_bytes.sample_params(8, (S, S))
+    to_floats = BatchAugment(contrast=0.3, interpolation=interpolation, output="float32")
+    as_floats = to_floats.apply(images, params)
+    expected = as_bytes.apply(images, params)
+    assert as_floats.dtype == torch.float32 and expected.dtype == torch.uint8
+    assert torch.equal(as_floats, expected.float())
+
+
 def test_an_empty_batch_passes_through() -> None:
     empty = torch.empty(0, 3, S, S, dtype=torch.uint8)
     assert BatchAugment()(empty).shape == (0, 3, S, S)
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"interpolation": "cubic"}, {"zoom": 1.0}, {"translate": 1.5}, {"rotation": -0.1}]
+    "kwargs",
+    [
+        {"interpolation": "cubic"},
+        {"zoom": 1.0},
+        {"translate": 1.5},
+        {"rotation": -0.1},
+        {"output": "float16"},
+    ],
 )
 def test_a_bad_setting_is_one_clear_user_error(kwargs: dict) -> None:
     with pytest.raises(AugmentError, match=r"conf/data") as error:

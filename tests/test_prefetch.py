@@ -72,14 +72,23 @@ def test_lightning_recreates_it_with_a_distributed_sampler_and_keeps_device_and_
     assert images.tolist() == [2, 4, 6, 8]  # rank 1's share (1, 3, 5, 7), each augmented once
 
 
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_a_fit_augments_every_training_batch_once_and_no_validation_batch(tmp_path: Path, prefetch) -> None:
+@pytest.mark.parametrize(("prefetch", "output"), [(False, "uint8"), (True, "uint8"), (True, "float32")])
+def test_a_fit_augments_every_training_batch_once_and_no_validation_batch(
+    tmp_path: Path, prefetch: bool, output: str
+) -> None:
     root = generate(tmp_path, image_size=16, train=12, val=4, test=4, progress=False)
     data = FacesDataModule(
-        str(root), image_size=16, batch_size=4, num_workers=0, augment_on="gpu", prefetch=prefetch
+        str(root),
+        image_size=16,
+        batch_size=4,
+        num_workers=0,
+        augment_on="gpu",
+        prefetch=prefetch,
+        augment_output=output,
     )
-    seen = []
+    seen, dtypes = [], []
     data.batch_augment.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    data.batch_augment.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     model = DeepfakeClassifier(net={"name": "vit", "image_size": 16, "patch_size": 8, "depth": 1, "heads": 1})
     trainer = L.Trainer(
         max_epochs=1,
@@ -92,6 +101,7 @@ def test_a_fit_augments_every_training_batch_once_and_no_validation_batch(tmp_pa
     )
     trainer.fit(model, data)
     assert seen == [4, 4, 4]  # 12 training images in batches of 4
+    assert dtypes == [getattr(torch, output)] * 3  # and the model trained on them as they came
     loader = data.train_dataloader()
     assert isinstance(loader, PrefetchLoader) == prefetch
     if prefetch:

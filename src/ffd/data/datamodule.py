@@ -50,13 +50,14 @@ class FacesDataModule(L.LightningDataModule):
     JPEG, done in the workers on either path). `augment_on`: "cpu" augments each image in the loader
     workers; "gpu" augments whole training batches on the device after transfer
     (`ffd.data.gpu_augment.BatchAugment`, per-image random parameters), which frees the workers for
-    decoding when the CPUs cannot keep up with the GPU. `prefetch`: the training loader moves (and with
-    augment_on "gpu" augments) the next batch while the current step runs, on a second CUDA stream on a GPU
-    (`ffd.data.prefetch.PrefetchLoader`); elsewhere one batch ahead in order. `num_workers`: null derives
-    it from the CPU count and the number of training processes on this machine. `limit_per_split` keeps
-    the first N images per class per split (debugging, tests). `show_table=false` keeps the
-    images-per-split table off the console (ffd.bench sets up the same files for each measurement); the
-    run's log still gets the counts.
+    decoding when the CPUs cannot keep up with the GPU; `augment_output` "float32" makes it hand the model
+    the same whole values as floats, skipping a cast to uint8 and back. `prefetch`: the training loader
+    moves (and with augment_on "gpu" augments) the next batch while the current step runs, on a second CUDA
+    stream on a GPU (`ffd.data.prefetch.PrefetchLoader`); elsewhere one batch ahead in order.
+    `num_workers`: null derives it from the CPU count and the number of training processes on this
+    machine. `limit_per_split` keeps the first N images per class per split (debugging, tests).
+    `show_table=false` keeps the images-per-split table off the console (ffd.bench sets up the same files
+    for each measurement); the run's log still gets the counts.
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class FacesDataModule(L.LightningDataModule):
         limit_per_split: int | None = None,
         show_table: bool = True,
         prefetch: bool = False,
+        augment_output: str = "uint8",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)  # the entry points log the whole composed config
@@ -89,7 +91,8 @@ class FacesDataModule(L.LightningDataModule):
         self.augment_on = augment_on
         self.blur_jpeg_prob = augment.get("blur_jpeg_prob", 0.0) if isinstance(augment, Mapping) else 0.0
         check_blur_jpeg_prob(self.blur_jpeg_prob)
-        self.batch_augment = BatchAugment(**self._augment_args()) if augment and augment_on == "gpu" else None
+        on_gpu = augment and augment_on == "gpu"
+        self.batch_augment = BatchAugment(**self._augment_args(), output=augment_output) if on_gpu else None
         self.split_dirs, self.class_dirs, self.use_csv = split_dirs, class_dirs, use_csv
         self.synthetic = dict(synthetic) if synthetic else None
         if self.synthetic and self.synthetic.get("image_size", image_size) != image_size:

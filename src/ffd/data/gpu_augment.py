@@ -5,8 +5,10 @@ per image in the DataLoader workers the CPU affine may not keep up with a GPU st
 a flip, an affine (angle, whole-pixel translation, scale) and a contrast factor per image with torch's
 RNG on the batch's device (so ``seed_everything`` makes it reproducible), folds flip + affine into one
 2x3 matrix per image and resamples the batch once with ``affine_grid`` + ``grid_sample`` (zeros padding =
-fill 0), then blends with each image's grey mean and rounds back to uint8. Constants enter as Python
-scalars, never as tensors built on the host: copying one to the GPU would wait for every queued kernel.
+fill 0), then blends with each image's grey mean and rounds back to uint8 (``output="float32"`` keeps the
+rounded values as floats: the model converts its input to float anyway, so this skips a uint8 round trip).
+Constants enter as Python scalars, never as tensors built on the host: copying one to the GPU would wait
+for every queued kernel.
 Same distributions and order (flip, affine, contrast) as the CPU pipeline; where the results differ:
 
 - Nearest sampling: the grid is ``affine_grid``'s, not torchvision's own; where a sample point falls on
@@ -54,10 +56,14 @@ class AugmentParams:
     contrast: torch.Tensor | None
 
 
+OUTPUTS = ("uint8", "float32")
+
+
 class BatchAugment(torch.nn.Module):
     """Random flip, rotation, zoom, translation and contrast, drawn independently for each image of a
     uint8 (B, 3, H, W) batch on its device; the arguments are ``train_transform``'s (`rotation` is a
-    fraction of a full turn, as in Keras)."""
+    fraction of a full turn, as in Keras). `output` is the augmented batch's dtype: the same whole values
+    0..255 either way."""
 
     def __init__(
         self,
@@ -67,6 +73,7 @@ class BatchAugment(torch.nn.Module):
         contrast: float = 0.1,
         flip: bool = True,
         interpolation: str = "nearest",
+        output: str = "uint8",
     ) -> None:
         super().__init__()
         problems = [
@@ -77,6 +84,7 @@ class BatchAugment(torch.nn.Module):
                 ("translate", translate, 0 <= translate <= 1, "0..1, a fraction of the image size"),
                 ("contrast", contrast, contrast >= 0, ">= 0"),
                 ("interpolation", interpolation, interpolation in _INTERPOLATION, ", ".join(_INTERPOLATION)),
+                ("output", output, output in OUTPUTS, ", ".join(OUTPUTS)),
             )
             if not ok
         ]
@@ -87,6 +95,7 @@ class BatchAugment(torch.nn.Module):
             )
         self.rotation, self.zoom, self.translate, self.contrast = rotation, zoom, translate, contrast
         self.flip, self.interpolation = flip, interpolation
+        self.output = getattr(torch, output)
 
     def sample_params(
         self, batch_size: int, size: tuple[int, int], device: torch.device | str | None = None
@@ -115,7 +124,7 @@ class BatchAugment(torch.nn.Module):
 
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Augment uint8 (B, 3, H, W) `images` with the given per-image parameters: one resampling in
-        float32, one blend, one rounding back to uint8."""
+        float32, one blend, one rounding to whole values (cast back to uint8 unless `output` is float32)."""
         if images.numel() == 0:
             return images
         height, width = images.shape[-2:]
@@ -131,10 +140,11 @@ class BatchAugment(torch.nn.Module):
             channel_means = out.mean(dim=(2, 3), keepdim=True)
             mean = sum(weight * channel_means[:, c : c + 1] for c, weight in enumerate(_GREY))
             out.mul_(factor).add_(mean * (1 - factor))
-        return out.round_().clamp_(0, 255).to(torch.uint8)
+        return out.round_().clamp_(0, 255).to(self.output)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W) on the same device, each image with its own draw."""
+        """uint8 (B, 3, H, W) -> `output` (B, 3, H, W) on the same device, each image with its own draw;
+        settings that change nothing return the uint8 batch itself."""
         if not (self.flip or self.rotation or self.zoom or self.translate or self.contrast):
             return images
         return self.apply(images, self.sample_params(images.shape[0], images.shape[-2:], images.device))
