@@ -2,6 +2,7 @@
 
     python benchmarks/predict.py [--images 20000] [--model vit|densenet] [--batch-size 32]
                                  [--runtimes ckpt,fp32,int8] [--device cpu|cuda] [--workers N]
+                                 [--photos DIR]
 
 For each model file (a .ckpt, and the fp32 and int8 .onnx files ffd.export would write from it) this runs
 the user's command, ``python -m ffd.predict input=DIR model=FILE face=none``, twice: on a small folder and
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -47,14 +50,20 @@ SMALL = 64  # photos in the start-up run
 
 
 def write_photos(folder: Path, count: int, size: int, seed: int = 0) -> None:
-    """``count`` synthetic faces (half real, half fake) as JPEG quality 90, in batches of 64."""
+    """``count`` synthetic faces (half real, half fake on average) as JPEG quality 90, in chunks of 64
+    spread over the CPU cores; each chunk has its own seed, so the files do not depend on the core count."""
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for start in range(0, count, 64):
-        labels = rng.integers(0, 2, min(64, count - start))
-        for offset, image in enumerate(render_batch(rng, labels, size)):
-            jpeg = encode_jpeg(image, quality=90).numpy().tobytes()
-            (folder / f"{start + offset:06d}.jpg").write_bytes(jpeg)
+    starts = range(0, count, 64)
+    with ProcessPoolExecutor(initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        write = partial(_write_chunk, folder, size=size, seed=seed)
+        list(pool.map(write, starts, [min(64, count - start) for start in starts]))
+
+
+def _write_chunk(folder: Path, start: int, count: int, *, size: int, seed: int) -> None:
+    rng = np.random.default_rng([seed, start])
+    for offset, image in enumerate(render_batch(rng, rng.integers(0, 2, count), size)):
+        jpeg = encode_jpeg(image, quality=90).numpy().tobytes()
+        (folder / f"{start + offset:06d}.jpg").write_bytes(jpeg)
 
 
 def write_checkpoint(net: dict, path: Path) -> DeepfakeClassifier:
@@ -140,6 +149,11 @@ def main() -> None:
     parser.add_argument("--runtimes", default="ckpt,fp32,int8")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=None, help="ffd.predict num_workers")
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        help="keep the photos in this folder and reuse them when it already holds --images JPEGs",
+    )
     args = parser.parse_args()
     runtimes = [name.strip() for name in args.runtimes.split(",") if name.strip()]
     if unknown := set(runtimes) - {"ckpt", "fp32", "int8"}:
@@ -149,9 +163,14 @@ def main() -> None:
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        console.print(f"Writing {args.images} + {SMALL} JPEGs of {size} px ...")
+        photos = args.photos or tmp / "photos"
+        held = len(list(photos.glob("*.jpg")))
+        if held not in (0, args.images):
+            parser.error(f"--photos {photos} holds {held} JPEGs: give an empty folder, or --images {held}")
+        if not held:
+            console.print(f"Writing {args.images} JPEGs of {size} px to {photos} ...")
+            write_photos(photos, args.images, size)
         write_photos(tmp / "small", SMALL, size, seed=1)
-        write_photos(tmp / "photos", args.images, size)
         files = model_files(net, tmp, runtimes)
         table = Table(title=f"ffd.predict vs the bare model: {args.model} {size} px, batch {args.batch_size}")
         for column in ("model file", "predict images/s", "with start-up", "start-up s", "bare images/s"):
@@ -159,7 +178,7 @@ def main() -> None:
         table.add_column("predict / bare", justify="right")
         for name, file in files.items():
             small = predict_seconds(tmp / "small", file, tmp / f"out_{name}_small", args)
-            whole = predict_seconds(tmp / "photos", file, tmp / f"out_{name}", args)
+            whole = predict_seconds(photos, file, tmp / f"out_{name}", args)
             steady = (args.images - SMALL) / (whole - small)
             startup = small - SMALL / steady
             bare = bare_images_per_second(file, args, size)
