@@ -16,18 +16,7 @@
 # left out: add parts=[step,data,loop] augment_on=[cpu,gpu] for them.
 set -u
 cd "$(dirname "$0")/.."
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src PYTHONUNBUFFERED=1 FFD_ROOT=${FFD_ROOT:-/tmp/ffd} HYDRA_FULL_ERROR=1
-python3 -c "import hydra, omegaconf, antlr4" || {
-  echo "gpu_bench.sh: hydra-core, omegaconf or antlr4 is missing: run ../shared/tools/device-wheels.sh" \
-    "here and pass .whl in the device call's carry=[\".whl\"] (it is git-ignored)." >&2
-  exit 2
-}
-OUT=${OUT:-/tmp/ffd/out}
-mkdir -p "$OUT"
+source benchmarks/device_env.sh
 # A warm machine keeps the last call's files: only this call's results go to $OUT.
 rm -f "$FFD_ROOT"/bench/bench.json "$FFD_ROOT"/bench/bench.md "$FFD_ROOT"/bench/profile_*.txt
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
