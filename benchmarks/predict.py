@@ -13,7 +13,7 @@ uint8 batches of the same size, on the same device: what ffd.predict would reach
 writing cost nothing. The goal is predict / bare >= 0.8 on each device.
 
 Weights are random (the same compute as a trained model's); the photos are the synthetic set's faces, drawn
-at 256 px and saved as JPEG quality 90, as a user's folder of face crops would be.
+at 256 px and saved as JPEG quality 95 as the Kaggle files are (``ffd.data.synthetic``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -34,9 +32,8 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from torchvision.io import encode_jpeg
 
-from ffd.data.synthetic import render_batch
+from ffd.data.synthetic import SPLIT_FOLDERS, generate
 from ffd.deploy.convert import export_onnx, model_info
 from ffd.deploy.quantize import quantize_int8
 from ffd.inference import open_detector
@@ -49,21 +46,12 @@ NETS = {
 SMALL = 64  # photos in the start-up run
 
 
-def write_photos(folder: Path, count: int, size: int, seed: int = 0) -> None:
-    """``count`` synthetic faces (half real, half fake on average) as JPEG quality 90, in chunks of 64
-    spread over the CPU cores; each chunk has its own seed, so the files do not depend on the core count."""
-    folder.mkdir(parents=True, exist_ok=True)
-    starts = range(0, count, 64)
-    with ProcessPoolExecutor(initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        write = partial(_write_chunk, folder, size=size, seed=seed)
-        list(pool.map(write, starts, [min(64, count - start) for start in starts]))
-
-
-def _write_chunk(folder: Path, start: int, count: int, *, size: int, seed: int) -> None:
-    rng = np.random.default_rng([seed, start])
-    for offset, image in enumerate(render_batch(rng, rng.integers(0, 2, count), size)):
-        jpeg = encode_jpeg(image, quality=90).numpy().tobytes()
-        (folder / f"{start + offset:06d}.jpg").write_bytes(jpeg)
+def write_photos(root: Path, count: int, size: int, seed: int = 0) -> Path:
+    """``count`` of the synthetic set's faces (half real, half fake) under `root`, written on every core by
+    ``ffd.data.synthetic.generate``, which reuses a set complete from an earlier run with the same
+    settings; returns the folder that holds them."""
+    generate(root, size, train=count, val=0, test=0, seed=seed, workers=os.cpu_count() or 1)
+    return root / SPLIT_FOLDERS["train"]
 
 
 def write_checkpoint(net: dict, path: Path) -> DeepfakeClassifier:
@@ -152,7 +140,7 @@ def main() -> None:
     parser.add_argument(
         "--photos",
         type=Path,
-        help="keep the photos in this folder and reuse them when it already holds --images JPEGs",
+        help="write the photos under this folder (the synthetic set's layout) and reuse them in later runs",
     )
     args = parser.parse_args()
     runtimes = [name.strip() for name in args.runtimes.split(",") if name.strip()]
@@ -163,21 +151,15 @@ def main() -> None:
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        photos = args.photos or tmp / "photos"
-        held = len(list(photos.glob("*.jpg")))
-        if held not in (0, args.images):
-            parser.error(f"--photos {photos} holds {held} JPEGs: give an empty folder, or --images {held}")
-        if not held:
-            console.print(f"Writing {args.images} JPEGs of {size} px to {photos} ...")
-            write_photos(photos, args.images, size)
-        write_photos(tmp / "small", SMALL, size, seed=1)
+        photos = write_photos(args.photos or tmp / "photos", args.images, size)
+        small_photos = write_photos(tmp / "small", SMALL, size, seed=1)
         files = model_files(net, tmp, runtimes)
         table = Table(title=f"ffd.predict vs the bare model: {args.model} {size} px, batch {args.batch_size}")
         for column in ("model file", "predict images/s", "with start-up", "start-up s", "bare images/s"):
             table.add_column(column, justify="right")
         table.add_column("predict / bare", justify="right")
         for name, file in files.items():
-            small = predict_seconds(tmp / "small", file, tmp / f"out_{name}_small", args)
+            small = predict_seconds(small_photos, file, tmp / f"out_{name}_small", args)
             whole = predict_seconds(photos, file, tmp / f"out_{name}", args)
             steady = (args.images - SMALL) / (whole - small)
             startup = small - SMALL / steady

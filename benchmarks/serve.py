@@ -9,7 +9,7 @@ Prints the images judged per second, the p50 / p99 latency, the errors (any answ
 the service's own queue counts (GET /v1/model: mean batch, wait); beside them ffd.predict's steady images/s
 on the same folder (benchmarks/predict.py's method: two runs, start-up taken out). Goal: no errors, and
 serve / predict >= 0.8. Weights are random (a trained model's compute); the photos are the synthetic set's
-faces at the model's size, JPEG quality 90, judged whole (face=none) by both, so that the model, not face
+faces at the model's size, JPEG quality 95, judged whole (face=none) by both, so that the model, not face
 finding, is what both share.
 """
 
@@ -118,15 +118,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         console.print(f"Writing {args.images} + {SMALL} JPEGs of {size} px and a random {args.model} ...")
-        write_photos(tmp / "small", SMALL, size, seed=1)
-        write_photos(tmp / "photos", args.images, size)
+        small_photos = write_photos(tmp / "small", SMALL, size, seed=1)
+        folder = write_photos(tmp / "photos", args.images, size)
         model = tmp / "model.ckpt"
         write_checkpoint(net, model)
-        small = predict_seconds(tmp / "small", model, tmp / "out_small", args)
-        whole = predict_seconds(tmp / "photos", model, tmp / "out", args)
+        small = predict_seconds(small_photos, model, tmp / "out_small", args)
+        whole = predict_seconds(folder, model, tmp / "out", args)
         predict_rate = (args.images - SMALL) / (whole - small)
         console.print(f"ffd.predict: {predict_rate:.1f} images/s")
-        photos = [path.read_bytes() for path in sorted((tmp / "photos").iterdir())]
+        photos = [path.read_bytes() for path in sorted(folder.rglob("*.jpg"))]
         process, url = start_service(model, tmp, args)
         try:
             drive(url, photos[: args.clients * 2], args.clients, 3.0)  # warm-up: threads, first batches
