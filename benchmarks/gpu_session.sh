@@ -16,7 +16,6 @@ echo "gpu_bench.sh exit code $?"
 timeout 45 python3 benchmarks/augment_output.py --device cuda 2>&1 | tee "$OUT/augment_output.txt"
 python3 -c "import onnxruntime as ort; print('onnxruntime', ort.__version__, ort.get_available_providers())" |
   tee "$OUT/onnxruntime.txt"
-mkdir -p "$FFD_ROOT/photos"
 for model in vit densenet; do
   timeout 130 python3 benchmarks/predict.py --device cuda --model "$model" --images 20000 \
     --photos "$FFD_ROOT/photos" --runtimes ckpt,fp32 2>&1 | tee "$OUT/predict_$model.txt"
